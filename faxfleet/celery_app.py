@@ -1,0 +1,112 @@
+"""The Celery configuration every service uses, and the names that connect them.
+
+Services send each other work by task *name* and queue, never by importing each other's
+task functions. The settings below are what make "most urgent first" true on the Redis
+transport (see docs/architecture.md for the measurements behind them):
+
+* ``priority_steps = 0..9``: one Redis list per priority level. kombu's default has four
+  steps, so priorities 1-3 would share a list and wait in FIFO order behind each other.
+* On the Redis transport 0 is the *highest* priority. Users speak 0 (bulk) .. 9 (most
+  urgent); :func:`celery_priority` turns one into the other.
+* ``worker_prefetch_multiplier = 1`` with ``task_acks_late``: a worker holds no more
+  messages than it has free slots, so a newly queued urgent fax is not stuck behind faxes
+  a busy worker has already reserved.
+* ``task_reject_on_worker_lost``: a killed pool child hands its message back instead of
+  dropping it.
+* ``visibility_timeout`` longer than any fax: Redis redelivers an unacknowledged message
+  after it. A send redelivered anyway finds its attempt claim taken (``faxfleet.keys``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from faxfleet.messages import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, EventEnvelope
+from faxfleet.settings import Settings, get_settings
+
+# Task names (the contracts between services).
+RENDER_TASK = "faxfleet.render"
+ROUTE_TASK = "faxfleet.route"
+SEND_TASK = "faxfleet.send"
+EVENT_TASK = "faxfleet.event"
+NOTIFY_TASK = "faxfleet.notify"
+
+RENDER_QUEUE = "render"
+ROUTING_QUEUE = "routing"
+
+EVENT_PRIORITY = 0
+"""Celery priority of lifecycle events: always ahead of work."""
+
+
+def site_queue(site: str) -> str:
+    """The queue a site's worker consumes send orders from."""
+    return f"site.{site}"
+
+
+def events_queue(home_site: str) -> str:
+    """The home site's lifecycle queue: consumed by exactly one scheduler process with
+    concurrency 1, so events of one fax are applied in the order they were sent."""
+    return f"events.{home_site}"
+
+
+def notify_queue(home_site: str) -> str:
+    """The home site's notification queue: mail and callbacks leave from the home site."""
+    return f"notify.{home_site}"
+
+
+def celery_priority(priority: int) -> int:
+    """Map a user priority (0 bulk .. 9 urgent) to a Redis-transport priority (0 first)."""
+    clamped = max(PRIORITY_MIN, min(PRIORITY_MAX, priority))
+    return PRIORITY_MAX - clamped
+
+
+def make_celery(name: str, settings: Settings | None = None) -> Celery:
+    """A Celery app configured for the fleet (no result backend: results are events)."""
+    s = settings or get_settings()
+    app = Celery(name, broker=s.broker, backend=None)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_priority=celery_priority(PRIORITY_DEFAULT),
+        task_default_queue="faxfleet.default",
+        task_create_missing_queues=True,
+        task_ignore_result=True,
+        broker_transport_options={
+            "priority_steps": list(range(10)),
+            "queue_order_strategy": "priority",
+            "visibility_timeout": s.visibility_timeout,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    return app
+
+
+_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: "<queue><sep><priority>" per level
+
+
+def queue_depth(client: Any, queue: str) -> int:
+    """Messages waiting in a Celery queue on Redis, over all its priority lists."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.llen(queue)
+        for level in range(1, 10):
+            pipe.llen(f"{queue}{_PRIORITY_SEP}{level}")
+        return int(sum(pipe.execute()))
+
+
+def emit(app: Celery, event: Any, home_site: str) -> None:
+    """Send a lifecycle event to the home site's scheduler, ahead of any work."""
+    app.send_task(
+        EVENT_TASK,
+        kwargs={"envelope": EventEnvelope(event=event).model_dump(mode="json")},
+        queue=events_queue(home_site),
+        priority=EVENT_PRIORITY,
+    )

@@ -1,0 +1,192 @@
+"""The Python client: submit and follow faxes through one or more API nodes.
+
+    from faxfleet.client import FaxClient
+
+    with FaxClient(["http://api-1:8040", "http://api-2:8040"], api_key="...") as fax:
+        sent = fax.send(["invoice.pdf"], to="+33142685300", priority=7)
+        final = fax.wait(sent.id)
+
+Failover: a request that cannot reach a node (connection refused, timeout, 502/503/504)
+is tried on the next one. ``send`` always carries an idempotency key (one is generated
+when the caller gives none), so a submission retried on another node after an unclear
+failure is still one fax.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from faxfleet.messages import PRIORITY_DEFAULT, SETTLED_STATES, FaxStatus, JobState
+from faxfleet.settings import get_settings
+
+Document = str | Path | bytes | tuple[str, bytes]
+
+_RETRY_STATUS = {502, 503, 504}
+
+
+class FaxError(Exception):
+    """The API refused a request; ``status`` and ``reason`` say why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class Unreachable(FaxError):
+    """No API node answered."""
+
+
+class FaxClient:
+    def __init__(
+        self,
+        urls: str | Sequence[str] | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        s = get_settings()
+        if urls is None:
+            urls = s.api_url_list
+        elif isinstance(urls, str):
+            urls = [u.strip() for u in urls.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("at least one API URL is required")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.api_key = api_key or s.api_key
+        self._http = httpx.Client(timeout=timeout, headers={"X-API-Key": self.api_key})
+        self._current = 0
+
+    def __enter__(self) -> FaxClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- transport ----------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        errors: list[str] = []
+        for step in range(len(self.urls)):
+            index = (self._current + step) % len(self.urls)
+            url = self.urls[index] + path
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                errors.append(f"{self.urls[index]}: {exc.__class__.__name__}")
+                continue
+            if response.status_code in _RETRY_STATUS:
+                errors.append(f"{self.urls[index]}: HTTP {response.status_code}")
+                continue
+            self._current = index
+            if response.status_code >= 400:
+                try:
+                    reason = response.json().get("detail", response.text)
+                except (ValueError, AttributeError):
+                    reason = response.text
+                if not isinstance(reason, str):
+                    reason = json.dumps(reason)
+                raise FaxError(response.status_code, reason)
+            return response
+        raise Unreachable(503, "no API node answered: " + "; ".join(errors))
+
+    # -- faxes --------------------------------------------------------------------------
+
+    def send(
+        self,
+        documents: Document | Iterable[Document],
+        to: str | Sequence[str],
+        *,
+        priority: int = PRIORITY_DEFAULT,
+        sender: str | None = None,
+        user: str | None = None,
+        home_site: str | None = None,
+        send_after: datetime | None = None,
+        idempotency_key: str | None = None,
+        notify_email: str | None = None,
+        callback_url: str | None = None,
+        tags: dict[str, str] | None = None,
+        resolution: str = "fine",
+    ) -> FaxStatus:
+        """Submit a fax. Documents are paths, bytes or ``(name, bytes)`` pairs."""
+        if isinstance(documents, str | Path | bytes | tuple):
+            documents = [documents]
+        files = [("documents", _file(doc)) for doc in documents]
+        body: dict[str, Any] = {
+            "to": [to] if isinstance(to, str) else list(to),
+            "priority": priority,
+            "idempotency_key": idempotency_key or "client-" + secrets.token_hex(12),
+            "notify": {"email": notify_email, "callback_url": callback_url},
+            "tags": tags or {},
+            "resolution": resolution,
+        }
+        for key, value in (("sender", sender), ("user", user), ("home_site", home_site)):
+            if value is not None:
+                body[key] = value
+        if send_after is not None:
+            body["send_after"] = send_after.isoformat()
+        response = self._request("POST", "/v1/faxes", files=files, data={"fax": json.dumps(body)})
+        return FaxStatus.model_validate_json(response.content)
+
+    def get(self, fax_id: str) -> FaxStatus:
+        return FaxStatus.model_validate_json(self._request("GET", f"/v1/faxes/{fax_id}").content)
+
+    def list(
+        self,
+        *,
+        state: JobState | str | None = None,
+        site: str | None = None,
+        user: str | None = None,
+        limit: int = 50,
+    ) -> list[FaxStatus]:
+        params = {k: v for k, v in {"state": state, "site": site, "user": user}.items() if v}
+        params["limit"] = str(limit)
+        data = self._request("GET", "/v1/faxes", params=params).json()
+        return [FaxStatus.model_validate(item) for item in data]
+
+    def cancel(self, fax_id: str) -> FaxStatus:
+        response = self._request("POST", f"/v1/faxes/{fax_id}/cancel")
+        return FaxStatus.model_validate_json(response.content)
+
+    def sites(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/sites").json())
+
+    def wait(
+        self,
+        fax_id: str,
+        *,
+        timeout: float = 3600.0,
+        interval: float = 0.5,
+        on_update: Callable[[FaxStatus], None] | None = None,
+    ) -> FaxStatus:
+        """Poll until the fax is settled (done, failed, cancelled, outcome uncertain)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.get(fax_id)
+            if on_update:
+                on_update(status)
+            if status.state in SETTLED_STATES:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fax {fax_id} still {status.state.value} after {timeout} s")
+            time.sleep(interval)
+
+
+def _file(doc: Document) -> tuple[str, bytes]:
+    if isinstance(doc, tuple):
+        return doc
+    if isinstance(doc, bytes):
+        return ("document", doc)
+    path = Path(doc)
+    return (path.name, path.read_bytes())

@@ -1,0 +1,47 @@
+"""Redis key names shared between services.
+
+Only data that more than one service reads lives under these names; each service keeps
+its private keys in its own package. All keys start with ``ff:``.
+"""
+
+from __future__ import annotations
+
+
+def document(job_id: str, index: int) -> str:
+    """An uploaded document (bytes), written by the API, read by the renderer."""
+    return f"ff:doc:{job_id}:{index}"
+
+
+def pages(job_id: str) -> str:
+    """Hash of rendered pages: field ``n`` (1-based) -> single-page TIFF bytes."""
+    return f"ff:pages:{job_id}"
+
+
+def site_status(site: str) -> str:
+    """A site's published :class:`~faxfleet.messages.SiteStatus` (JSON, with a TTL)."""
+    return f"ff:site:{site}"
+
+
+SITE_STATUS_PATTERN = "ff:site:*"
+
+
+def cancel_flag(job_id: str) -> str:
+    """Set by the scheduler when a fax is cancelled; site workers check it between pages."""
+    return f"ff:cancel:{job_id}"
+
+
+def attempt_claim(attempt_id: str) -> str:
+    """Claimed (SET NX) by the site worker that makes an attempt; a redelivered or
+    duplicated send order for the same attempt finds it taken and is dropped."""
+    return f"ff:claim:{attempt_id}"
+
+
+def sim_script(number: str) -> str:
+    """Simulated telephone network: outcomes scripted for calls to ``number`` (a list,
+    one entry popped per call; empty means the call succeeds)."""
+    return f"ff:sim:script:{number}"
+
+
+def sim_received(number: str) -> str:
+    """Simulated telephone network: what the far end at ``number`` received (a list)."""
+    return f"ff:sim:received:{number}"

@@ -1,0 +1,87 @@
+"""Structured logs: every record says which job, recipient, site and line it is about.
+
+Call sites pass context as keyword arguments (``log.info("dialing", job=..., site=...)``);
+the formatter renders ``key=value`` pairs (text) or one JSON object per line (json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class _ContextFormatter(logging.Formatter):
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.fmt = fmt
+
+    def format(self, record: logging.LogRecord) -> str:
+        ctx = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+        if self.fmt == "json":
+            doc = {
+                "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+                **{k: _plain(v) for k, v in ctx.items()},
+            }
+            if record.exc_info:
+                doc["exc"] = self.formatException(record.exc_info)
+            return json.dumps(doc, default=str)
+        pairs = " ".join(f"{k}={_plain(v)}" for k, v in ctx.items())
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<5} {record.name}: "
+        line += record.getMessage() + (f" {pairs}" if pairs else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, int | float | bool) or value is None else str(value)
+
+
+class ContextLogger:
+    """A thin wrapper that turns keyword arguments into structured fields."""
+
+    def __init__(self, name: str) -> None:
+        self._log = logging.getLogger(name)
+
+    def _emit(self, level: int, msg: str, exc: bool, ctx: dict[str, Any]) -> None:
+        if self._log.isEnabledFor(level):
+            self._log.log(level, msg, extra=ctx, exc_info=exc, stacklevel=3)
+
+    def debug(self, msg: str, **ctx: Any) -> None:
+        self._emit(logging.DEBUG, msg, False, ctx)
+
+    def info(self, msg: str, **ctx: Any) -> None:
+        self._emit(logging.INFO, msg, False, ctx)
+
+    def warning(self, msg: str, **ctx: Any) -> None:
+        self._emit(logging.WARNING, msg, False, ctx)
+
+    def error(self, msg: str, **ctx: Any) -> None:
+        self._emit(logging.ERROR, msg, False, ctx)
+
+    def exception(self, msg: str, **ctx: Any) -> None:
+        self._emit(logging.ERROR, msg, True, ctx)
+
+
+def get_logger(name: str) -> ContextLogger:
+    return ContextLogger(name)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Install the structured formatter on the root logger (idempotent)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_faxfleet", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ContextFormatter(fmt))
+    handler._faxfleet = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())

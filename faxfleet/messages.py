@@ -1,0 +1,343 @@
+"""Message contracts: every message that crosses a service boundary is one of these.
+
+The scheduler, the router and the site workers never import each other; they exchange
+these pydantic models (serialised as JSON inside Celery tasks) and read the public views
+through the HTTP API. Changing a field here changes the wire format of the fleet.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PRIORITY_MIN = 0
+PRIORITY_MAX = 9
+PRIORITY_DEFAULT = 5
+"""User-facing priority: 0 (bulk) .. 9 (most urgent). 5 is normal."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resolution(StrEnum):
+    STANDARD = "standard"  # 204 x 98 dpi
+    FINE = "fine"  # 204 x 196 dpi
+
+
+class JobState(StrEnum):
+    """States of one recipient of a fax (the transition table lives in the scheduler)."""
+
+    SUBMITTED = "submitted"
+    RENDERING = "rendering"
+    SCHEDULED = "scheduled"
+    ROUTING = "routing"
+    QUEUED = "queued"
+    DIALING = "dialing"
+    SENDING = "sending"
+    RETRY_SCHEDULED = "retry_scheduled"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    OUTCOME_UNCERTAIN = "outcome_uncertain"
+
+
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+"""States a recipient never leaves. ``outcome_uncertain`` is not one of them: a late
+result from the site may still settle it, and an operator may resend."""
+
+SETTLED_STATES = TERMINAL_STATES | {JobState.OUTCOME_UNCERTAIN}
+"""States after which the user is notified."""
+
+
+class Cause(StrEnum):
+    """Why an attempt or a fax ended the way it did. Retry rules key on these."""
+
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    NO_DIALTONE = "no_dialtone"
+    NO_CARRIER = "no_carrier"
+    NOT_A_FAX = "not_a_fax"
+    TRAINING_FAILED = "training_failed"
+    PAGE_REJECTED = "page_rejected"
+    REMOTE_DISCONNECTED = "remote_disconnected"
+    PROTOCOL_ERROR = "protocol_error"
+    MODEM_ERROR = "modem_error"
+    LINE_UNAVAILABLE = "line_unavailable"
+    NO_SITE = "no_site"
+    RENDER_ERROR = "render_error"
+    INVALID_NUMBER = "invalid_number"
+    CANCELLED = "cancelled"
+    KILL_TIME = "kill_time"
+    TOO_MANY_DIALS = "too_many_dials"
+    TOO_MANY_TRIES = "too_many_tries"
+    WORKER_LOST = "worker_lost"
+
+
+# ----------------------------------------------------------------------------------------
+# Submission (API, Python client, CLI)
+
+
+class NotifyTarget(Message):
+    email: str | None = None
+    callback_url: str | None = None
+
+
+class FaxRequest(Message):
+    """The JSON part of a submission (the documents travel beside it)."""
+
+    to: list[str] = Field(min_length=1)
+    priority: int = Field(PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    sender: str | None = Field(None, max_length=100)
+    user: str | None = Field(None, max_length=100)
+    home_site: str | None = Field(None, max_length=64)
+    send_after: datetime | None = None
+    kill_after_seconds: float | None = Field(None, gt=0, le=30 * 86400)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    notify: NotifyTarget = NotifyTarget()
+    tags: dict[str, str] = Field(default_factory=dict)
+    resolution: Resolution = Resolution.FINE
+
+
+class Transition(Message):
+    at: datetime
+    recipient: int | None
+    from_state: JobState | None
+    to_state: JobState
+    site: str | None = None
+    line: str | None = None
+    cause: Cause | None = None
+    detail: str | None = None
+
+
+class RecipientStatus(Message):
+    index: int
+    number: str
+    """E.164."""
+    state: JobState = JobState.SUBMITTED
+    site: str | None = None
+    line: str | None = None
+    attempt: int = 0
+    dials: int = 0
+    tries: int = 0
+    page: int | None = None
+    """Page on the wire while ``sending``."""
+    pages_confirmed: int = 0
+    cause: Cause | None = None
+    detail: str | None = None
+    next_try_at: datetime | None = None
+    remote_id: str | None = None
+    event_seq: int = 0
+    updated_at: datetime | None = None
+
+
+class DocumentInfo(Message):
+    name: str
+    content_type: str
+    size: int
+
+
+class FaxStatus(Message):
+    """The public view of a fax, as returned by the API and the client."""
+
+    id: str
+    tenant: str
+    state: JobState
+    priority: int
+    resolution: Resolution
+    user: str | None = None
+    sender: str | None = None
+    home_site: str
+    created_at: datetime
+    send_after: datetime | None = None
+    kill_at: datetime
+    idempotency_key: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    notify: NotifyTarget = NotifyTarget()
+    documents: list[DocumentInfo]
+    pages: int | None = None
+    recipients: list[RecipientStatus]
+    cause: Cause | None = None
+    detail: str | None = None
+    notified_by: str | None = None
+    """The site whose scheduler delivered the notification (always the home site)."""
+    history: list[Transition] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------
+# Work orders (scheduler -> workers, scheduler -> router -> site)
+
+
+class RenderOrder(Message):
+    job_id: str
+    home_site: str
+    documents: int
+    resolution: Resolution
+    priority: int
+
+
+class RouteOrder(Message):
+    job_id: str
+    recipient: int
+    attempt: int
+    number: str
+    pages: int
+    first_page: int
+    priority: int
+    home_site: str
+    tenant: str
+    sender: str | None = None
+
+    @property
+    def attempt_id(self) -> str:
+        return f"{self.job_id}:{self.recipient}:{self.attempt}"
+
+
+class SendOrder(Message):
+    """What a site worker needs to make one attempt on one recipient."""
+
+    job_id: str
+    recipient: int
+    attempt: int
+    number: str
+    pages: int
+    first_page: int
+    """1-based page to start from (resume after a partial earlier attempt)."""
+    priority: int
+    home_site: str
+    site: str
+    tenant: str
+    sender: str | None = None
+    routed_at: datetime
+
+    @property
+    def attempt_id(self) -> str:
+        return f"{self.job_id}:{self.recipient}:{self.attempt}"
+
+
+# ----------------------------------------------------------------------------------------
+# Events back to the home site's scheduler
+
+
+class RenderDone(Message):
+    kind: Literal["render_done"] = "render_done"
+    job_id: str
+    pages: int
+    at: datetime
+
+
+class RenderFailed(Message):
+    kind: Literal["render_failed"] = "render_failed"
+    job_id: str
+    detail: str
+    at: datetime
+
+
+class Routed(Message):
+    kind: Literal["routed"] = "routed"
+    job_id: str
+    recipient: int
+    attempt: int
+    site: str
+    at: datetime
+
+
+class Unroutable(Message):
+    kind: Literal["unroutable"] = "unroutable"
+    job_id: str
+    recipient: int
+    attempt: int
+    cause: Cause
+    detail: str
+    at: datetime
+
+
+class AttemptProgress(Message):
+    """A site worker's report during an attempt. ``seq`` orders reports of one attempt."""
+
+    kind: Literal["progress"] = "progress"
+    job_id: str
+    recipient: int
+    attempt: int
+    seq: int
+    site: str
+    line: str
+    phase: Literal["dialing", "page"]
+    page: int | None = None
+    pages_confirmed: int = 0
+    at: datetime
+
+
+class AttemptResult(Message):
+    """The end of an attempt. ``pages_confirmed`` counts pages of the whole fax the far
+    end has confirmed so far (including those confirmed by earlier attempts)."""
+
+    kind: Literal["result"] = "result"
+    job_id: str
+    recipient: int
+    attempt: int
+    seq: int
+    site: str
+    line: str | None
+    ok: bool
+    pages_confirmed: int
+    connected: bool
+    cause: Cause | None = None
+    detail: str | None = None
+    remote_id: str | None = None
+    duration_seconds: float = 0.0
+    at: datetime
+
+
+FleetEvent = Annotated[
+    RenderDone | RenderFailed | Routed | Unroutable | AttemptProgress | AttemptResult,
+    Field(discriminator="kind"),
+]
+
+
+class EventEnvelope(Message):
+    event: FleetEvent
+
+
+# ----------------------------------------------------------------------------------------
+# Shared site state and notification
+
+
+class LineStatus(Message):
+    name: str
+    state: Literal["idle", "busy", "out_of_service"]
+    job_id: str | None = None
+    recipient: int | None = None
+    since: datetime | None = None
+
+
+class SiteStatus(Message):
+    """What a site publishes about itself every ``load_publish_interval`` seconds."""
+
+    name: str
+    lines: list[LineStatus]
+    waiting: int = 0
+    worker: str
+    updated_at: datetime
+
+    @property
+    def lines_up(self) -> int:
+        return sum(1 for line in self.lines if line.state != "out_of_service")
+
+    @property
+    def lines_busy(self) -> int:
+        return sum(1 for line in self.lines if line.state == "busy")
+
+
+class NotifyOrder(Message):
+    job_id: str
+    home_site: str
+    channel: Literal["email", "webhook"]
+    target: str

@@ -1,0 +1,131 @@
+"""The one settings class of faxfleet, read from the environment (``FAXFLEET_*``).
+
+Every service reads the same class so that a single environment describes a node. The
+defaults run a local fleet out of the box: a private Redis on port 6390, a site named
+``paris`` with four simulated lines, an API on port 8040 and a demo tenant.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of one faxfleet node (API, scheduler, router or site worker)."""
+
+    model_config = SettingsConfigDict(env_prefix="FAXFLEET_", extra="ignore")
+
+    # --- where the fleet meets -------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    """Job store, shared site state and (unless ``broker_url`` is set) the Celery broker."""
+    broker_url: str | None = None
+    visibility_timeout: int = 4 * 3600
+    """Seconds before Redis hands an unacknowledged task to another worker. Longer than
+    the longest fax: a redelivered send is refused by its attempt claim anyway."""
+
+    # --- this node ---------------------------------------------------------------------
+    site: str = "paris"
+    """The site this node belongs to (its home site for submissions made through it)."""
+    lines: int = 4
+    """Simulated lines of this site's worker (one concurrent send per line)."""
+    line_prefix: str = ""
+    """Prefix of this site's line names (defaults to the site name)."""
+
+    # --- simulated lines ---------------------------------------------------------------
+    sim_dial_seconds: float = 0.5
+    sim_page_seconds: float = 1.0
+
+    # --- HTTP API ----------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8040
+    api_urls: str = "http://127.0.0.1:8040"
+    """Comma-separated API base URLs the client and CLI fail over between."""
+    api_key: str = "demo-key"
+    """The key the client and CLI present."""
+    api_keys: str = "demo=demo-key"
+    """Comma-separated ``tenant=key`` pairs the API accepts."""
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_documents: int = 20
+    max_recipients: int = 100
+    default_region: str = "FR"
+    """Region for numbers given without a leading ``+`` (national format)."""
+
+    # --- lifecycle and retries ---------------------------------------------------------
+    time_scale: float = 1.0
+    """Multiplies every retry delay and watchdog period (0.01 makes a test fleet 100x
+    faster). Never below 0.001."""
+    max_dials: int = 12
+    max_tries: int = 3
+    kill_after_seconds: float = 3 * 3600
+    retry_busy_seconds: float = 180
+    retry_no_answer_seconds: float = 300
+    retry_no_carrier_seconds: float = 300
+    retry_protocol_seconds: float = 120
+    retry_line_seconds: float = 30
+    retry_backoff_factor: float = 1.5
+    retry_max_delay_seconds: float = 3600
+    stuck_after_seconds: float = 600
+    """A send with no progress for this long is declared ``outcome_uncertain``."""
+    routing_stuck_after_seconds: float = 60
+    """A recipient left in ``routing`` this long is routed again (same attempt)."""
+    retention_seconds: int = 7 * 86400
+
+    # --- shared site state -------------------------------------------------------------
+    load_publish_interval: float = 1.0
+    load_ttl: float = 5.0
+
+    # --- notification ------------------------------------------------------------------
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_from: str = "faxfleet@localhost"
+    webhook_secret: str = "change-me"
+    """HMAC-SHA256 key that signs result callbacks."""
+    notify_max_attempts: int = 8
+    notify_backoff_seconds: float = 5.0
+    notify_timeout_seconds: float = 10.0
+
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern="^(text|json)$")
+
+    @field_validator("time_scale")
+    @classmethod
+    def _time_scale_positive(cls, value: float) -> float:
+        if value < 0.001:
+            raise ValueError("time_scale must be at least 0.001")
+        return value
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def api_url_list(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.api_urls.split(",") if u.strip()]
+
+    @property
+    def tenant_keys(self) -> dict[str, str]:
+        """API key -> tenant."""
+        pairs: dict[str, str] = {}
+        for item in self.api_keys.split(","):
+            if not item.strip():
+                continue
+            tenant, sep, key = item.strip().partition("=")
+            if not sep or not tenant or not key:
+                raise ValueError(f"FAXFLEET_API_KEYS entry {item!r} is not tenant=key")
+            pairs[key] = tenant
+        return pairs
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

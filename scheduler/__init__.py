@@ -1,0 +1,1 @@
+"""The scheduler: the job, its lifecycle, the HTTP API, retries and notification."""

@@ -1,0 +1,271 @@
+"""The HTTP API (FastAPI): submit, look up, list and cancel faxes; see the sites.
+
+Run: ``uvicorn scheduler.api:app``. Authentication is one API key per tenant in the
+``X-API-Key`` header; a tenant only ever sees its own faxes (another tenant's fax is a
+404, not a 403, so ids leak nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from faxfleet import keys
+from faxfleet.messages import (
+    PRIORITY_DEFAULT,
+    FaxRequest,
+    FaxStatus,
+    JobState,
+    NotifyTarget,
+    SiteStatus,
+)
+from faxfleet.settings import get_settings
+from scheduler import intake, states, tasks
+from scheduler.store import UnknownJob
+
+settings = get_settings()
+
+app = FastAPI(
+    title="faxfleet",
+    version="0.1.0",
+    summary="Send faxes through a fleet of fax servers.",
+    description=(
+        "Submit faxes as multipart uploads, follow them recipient by recipient, cancel "
+        "them. Priorities run from 0 (bulk) to 9 (most urgent); 5 is normal. Every "
+        "request needs the tenant's key in the `X-API-Key` header."
+    ),
+)
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+def tenant_of(x_api_key: Annotated[str | None, Header()] = None) -> str:
+    if not x_api_key:
+        raise HTTPException(401, "missing X-API-Key header")
+    tenant = settings.tenant_keys.get(x_api_key)
+    if tenant is None:
+        raise HTTPException(401, "unknown API key")
+    return tenant
+
+
+Tenant = Annotated[str, Depends(tenant_of)]
+
+_FORM_SCALARS = {
+    "priority",
+    "sender",
+    "user",
+    "home_site",
+    "send_after",
+    "idempotency_key",
+    "resolution",
+    "kill_after_seconds",
+}
+
+
+def _request_from_form(form: Any) -> FaxRequest:
+    """Build the request from a ``fax`` JSON field or from plain form fields."""
+    if "fax" in form:
+        raw = form["fax"]
+        if isinstance(raw, UploadFile):
+            raise intake.Rejected("the 'fax' field must be JSON text, not a file")
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise intake.Rejected(f"the 'fax' field is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise intake.Rejected("the 'fax' field must be a JSON object")
+    else:
+        data = {k: form[k] for k in _FORM_SCALARS if k in form and form[k] != ""}
+        data["to"] = [str(v) for v in form.getlist("to")]
+        data.setdefault("priority", PRIORITY_DEFAULT)
+        notify: dict[str, str] = {}
+        if form.get("notify_email"):
+            notify["email"] = str(form["notify_email"])
+        if form.get("callback_url"):
+            notify["callback_url"] = str(form["callback_url"])
+        data["notify"] = notify
+        if form.get("tags"):
+            tags = {}
+            for item in str(form["tags"]).split(","):
+                k, _, v = item.partition("=")
+                tags[k.strip()] = v.strip()
+            data["tags"] = tags
+    try:
+        return FaxRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        raise intake.Rejected(f"{where}: {first['msg']}") from None
+
+
+@app.exception_handler(intake.Rejected)
+async def _rejected(_: Request, exc: intake.Rejected) -> JSONResponse:
+    return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+
+
+@app.post(
+    "/v1/faxes",
+    status_code=201,
+    response_model=FaxStatus,
+    responses={
+        200: {"description": "Idempotent replay: the original fax"},
+        413: {"model": ErrorBody},
+        415: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["documents", "to"],
+                        "properties": {
+                            "documents": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                            },
+                            "to": {"type": "array", "items": {"type": "string"}},
+                            "priority": {"type": "integer", "minimum": 0, "maximum": 9},
+                            "sender": {"type": "string"},
+                            "user": {"type": "string"},
+                            "home_site": {"type": "string"},
+                            "send_after": {"type": "string", "format": "date-time"},
+                            "idempotency_key": {"type": "string"},
+                            "notify_email": {"type": "string"},
+                            "callback_url": {"type": "string"},
+                            "tags": {"type": "string", "description": "k=v,k2=v2"},
+                            "resolution": {"type": "string", "enum": ["standard", "fine"]},
+                            "fax": {
+                                "type": "string",
+                                "description": "all fields above as one JSON object",
+                            },
+                        },
+                    }
+                }
+            },
+            "required": True,
+        }
+    },
+)
+async def submit_fax(request: Request, response: Response, tenant: Tenant) -> FaxStatus:
+    """Submit a fax: one or more documents (PDF, text, PNG, JPEG, TIFF) to one or more
+    numbers. A repeated ``idempotency_key`` returns the original fax with status 200."""
+    length = int(request.headers.get("content-length") or 0)
+    if length > settings.max_upload_bytes + 1024 * 1024:
+        raise intake.Rejected(
+            f"upload too large: {length} bytes (limit {settings.max_upload_bytes})", 413
+        )
+    form = await request.form(max_files=settings.max_documents + 1)
+    fax_request = _request_from_form(form)
+    uploads = []
+    for item in form.getlist("documents"):
+        if not isinstance(item, UploadFile):
+            raise intake.Rejected("'documents' must be file uploads")
+        uploads.append(intake.Upload(item.filename or "document", await item.read()))
+    fax, new = intake.submit(tasks.store(), settings, tenant, fax_request, uploads)
+    if new:
+        tasks.apply(fax.id, tasks.machine().start)
+        fax = tasks.store().get(fax.id)
+    else:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return fax
+
+
+def _own(job_id: str, tenant: str, history: bool = False) -> FaxStatus:
+    try:
+        fax = tasks.store().get(job_id, history=history)
+    except UnknownJob:
+        raise HTTPException(404, f"no fax {job_id}") from None
+    if fax.tenant != tenant:
+        raise HTTPException(404, f"no fax {job_id}")
+    return fax
+
+
+@app.get("/v1/faxes/{job_id}", response_model=FaxStatus, responses={404: {"model": ErrorBody}})
+def get_fax(job_id: str, tenant: Tenant) -> FaxStatus:
+    """One fax with per-recipient status and its full transition history."""
+    return _own(job_id, tenant, history=True)
+
+
+@app.get("/v1/faxes", response_model=list[FaxStatus])
+def list_faxes(
+    tenant: Tenant,
+    state: JobState | None = None,
+    site: str | None = None,
+    user: str | None = None,
+    limit: int = 50,
+) -> list[FaxStatus]:
+    """The tenant's faxes, newest first (``state`` matches the fax or any recipient)."""
+    if not 1 <= limit <= 1000:
+        raise HTTPException(422, "limit must be between 1 and 1000")
+    return tasks.store().list(tenant, state=state, site=site, user=user, limit=limit)
+
+
+@app.post(
+    "/v1/faxes/{job_id}/cancel",
+    status_code=202,
+    response_model=FaxStatus,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+def cancel_fax(job_id: str, tenant: Tenant) -> FaxStatus:
+    """Cancel every recipient not yet settled. Recipients on a line hang up at the next
+    page boundary and then show ``cancelled``."""
+    fax = _own(job_id, tenant)
+    if all(states.is_final(r.state) for r in fax.recipients):
+        raise HTTPException(409, f"fax {job_id} is already {fax.state.value}")
+    tasks.set_cancel_flag(job_id)
+    tasks.apply(job_id, tasks.machine().cancel)
+    return _own(job_id, tenant, history=True)
+
+
+class SiteView(BaseModel):
+    name: str
+    up: bool
+    lines_up: int
+    lines_busy: int
+    waiting: int
+    updated_at: datetime | None
+    status: SiteStatus
+
+
+@app.get("/v1/sites", response_model=list[SiteView])
+def list_sites(tenant: Tenant) -> list[SiteView]:
+    """Sites currently publishing their state, with each line's state."""
+    r = tasks.store().r
+    views = []
+    for key in sorted(r.scan_iter(match=keys.SITE_STATUS_PATTERN, count=500)):
+        raw = r.get(key)
+        if raw is None:
+            continue
+        site = SiteStatus.model_validate_json(raw)
+        views.append(
+            SiteView(
+                name=site.name,
+                up=site.lines_up > 0,
+                lines_up=site.lines_up,
+                lines_busy=site.lines_busy,
+                waiting=site.waiting,
+                updated_at=site.updated_at,
+                status=site,
+            )
+        )
+    return views
+
+
+@app.get("/healthz")
+def healthz() -> dict[str, str]:
+    tasks.store().r.ping()
+    return {"status": "ok", "site": settings.site}
+
+
+__all__ = ["NotifyTarget", "app"]

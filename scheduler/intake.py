@@ -1,0 +1,127 @@
+"""Turning a submission into a stored fax: every check happens before anything is queued.
+
+The HTTP API is the one door (the Python client and the CLI both go through it), and this
+module is the code behind it: validate the request and documents, normalise numbers,
+store the documents and the fax, and start rendering.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from faxfleet import keys
+from faxfleet.documents import UnsupportedDocument, detect_type
+from faxfleet.messages import (
+    DocumentInfo,
+    FaxRequest,
+    FaxStatus,
+    JobState,
+    RecipientStatus,
+    now,
+)
+from faxfleet.numbers import InvalidNumber, to_e164
+from faxfleet.settings import Settings
+from scheduler.store import JobStore
+
+
+class Rejected(ValueError):
+    """A submission refused with a reason; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, reason: str, status: int = 422) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+
+def new_job_id() -> str:
+    return "fx_" + secrets.token_hex(8)
+
+
+def validate(
+    request: FaxRequest, uploads: list[Upload], settings: Settings
+) -> tuple[list[str], list[DocumentInfo]]:
+    """Check everything; return the E.164 numbers and document descriptions."""
+    if not uploads:
+        raise Rejected("at least one document is required")
+    if len(uploads) > settings.max_documents:
+        raise Rejected(f"too many documents: {len(uploads)} (limit {settings.max_documents})")
+    total = sum(len(u.data) for u in uploads)
+    if total > settings.max_upload_bytes:
+        raise Rejected(
+            f"upload too large: {total} bytes (limit {settings.max_upload_bytes})", status=413
+        )
+    if len(request.to) > settings.max_recipients:
+        raise Rejected(f"too many recipients: {len(request.to)} (limit {settings.max_recipients})")
+    numbers: list[str] = []
+    for i, raw in enumerate(request.to):
+        try:
+            numbers.append(to_e164(raw, settings.default_region))
+        except InvalidNumber as exc:
+            raise Rejected(f"to[{i}]: {exc}") from None
+    docs: list[DocumentInfo] = []
+    for i, upload in enumerate(uploads):
+        if not upload.data:
+            raise Rejected(f"document {i + 1} ({upload.name!r}) is empty")
+        try:
+            kind = detect_type(upload.data)
+        except UnsupportedDocument as exc:
+            raise Rejected(f"document {i + 1} ({upload.name!r}): {exc}", status=415) from None
+        docs.append(DocumentInfo(name=upload.name, content_type=kind.value, size=len(upload.data)))
+    if request.notify.callback_url and not request.notify.callback_url.startswith(
+        ("http://", "https://")
+    ):
+        raise Rejected("notify.callback_url must be an http:// or https:// URL")
+    if request.notify.email and "@" not in request.notify.email:
+        raise Rejected("notify.email is not an e-mail address")
+    return numbers, docs
+
+
+def submit(
+    store: JobStore,
+    settings: Settings,
+    tenant: str,
+    request: FaxRequest,
+    uploads: list[Upload],
+) -> tuple[FaxStatus, bool]:
+    """Store a new fax (or find the one its idempotency key names). Returns ``(fax, new)``.
+
+    The caller starts rendering for a new fax (``Lifecycle.start``).
+    """
+    numbers, docs = validate(request, uploads, settings)
+    created = now()
+    kill_after = request.kill_after_seconds or settings.kill_after_seconds
+    start = max(created, request.send_after) if request.send_after else created
+    fax = FaxStatus(
+        id=new_job_id(),
+        tenant=tenant,
+        state=JobState.SUBMITTED,
+        priority=request.priority,
+        resolution=request.resolution,
+        user=request.user,
+        sender=request.sender,
+        home_site=request.home_site or settings.site,
+        created_at=created,
+        send_after=request.send_after,
+        kill_at=start + timedelta(seconds=kill_after),
+        idempotency_key=request.idempotency_key,
+        tags=request.tags,
+        notify=request.notify,
+        documents=docs,
+        recipients=[RecipientStatus(index=i, number=n) for i, n in enumerate(numbers)],
+    )
+    with store.r.pipeline(transaction=False) as pipe:
+        for i, upload in enumerate(uploads):
+            pipe.set(keys.document(fax.id, i), upload.data, ex=settings.retention_seconds)
+        pipe.execute()
+    stored, new = store.create(fax, request.idempotency_key)
+    if not new:
+        store.delete_documents(fax.id, len(uploads))
+    return stored, new

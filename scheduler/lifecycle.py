@@ -1,0 +1,354 @@
+"""How a fax moves: events and timers in, state changes and follow-up work out.
+
+Every function here changes a :class:`~scheduler.store.Draft` (inside a store
+transaction) and returns the work to do once the change is stored (:data:`Effect`).
+Nothing here sends a message or touches Redis, so the lifecycle is tested as plain code;
+``scheduler.tasks`` performs the effects.
+
+Ordering: events of one attempt carry ``seq``; an event of an older attempt, or with a
+``seq`` not above the last one applied, is stale and changes nothing. All events of a fax
+go to its home site's event queue, which one process applies in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from faxfleet.messages import (
+    SETTLED_STATES,
+    AttemptProgress,
+    AttemptResult,
+    Cause,
+    JobState,
+    RenderDone,
+    RenderFailed,
+    RenderOrder,
+    Routed,
+    RouteOrder,
+    Unroutable,
+    now,
+)
+from faxfleet.settings import Settings
+from scheduler import retry, states
+from scheduler.store import Draft, NotAllowed, route_timer, watch_member
+
+S = JobState
+
+
+@dataclass(frozen=True)
+class Route:
+    order: RouteOrder
+
+
+@dataclass(frozen=True)
+class Render:
+    order: RenderOrder
+
+
+@dataclass(frozen=True)
+class Notify:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Changed:
+    """A recipient changed state (published as a monitoring event)."""
+
+    job_id: str
+    recipient: int
+    state: JobState
+    site: str | None
+    line: str | None
+
+
+Effect = Route | Render | Notify | Changed
+
+
+class Lifecycle:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.rules = retry.RetryRules.from_settings(settings)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _changed(self, draft: Draft, index: int) -> Changed:
+        r = draft.recipient(index)
+        return Changed(draft.status.id, index, r.state, r.site, r.line)
+
+    def _route(self, draft: Draft, index: int, *, new_attempt: bool, at: datetime) -> Route:
+        """Put recipient ``index`` into routing and return the order for the router."""
+        r = draft.recipient(index)
+        attempt = r.attempt + 1 if new_attempt else r.attempt
+        if r.state != S.ROUTING:
+            draft.move(index, S.ROUTING, attempt=attempt, next_try_at=None, event_seq=0, at=at)
+        draft.set_timer(route_timer(draft.status.id, index), None)
+        deadline = at + timedelta(seconds=self.s.scaled(self.s.routing_stuck_after_seconds))
+        draft.set_watch(watch_member(draft.status.id, index), deadline)
+        fax = draft.status
+        return Route(
+            RouteOrder(
+                job_id=fax.id,
+                recipient=index,
+                attempt=attempt,
+                number=r.number,
+                pages=fax.pages or 0,
+                first_page=r.pages_confirmed + 1,
+                priority=fax.priority,
+                home_site=fax.home_site,
+                tenant=fax.tenant,
+                sender=fax.sender,
+            )
+        )
+
+    def _settled(self, before: JobState, draft: Draft) -> list[Effect]:
+        after = states.summarise([r.state for r in draft.status.recipients])
+        if after in SETTLED_STATES and before not in SETTLED_STATES:
+            return [Notify(draft.status.id)]
+        return []
+
+    def _fail_or_retry(
+        self,
+        draft: Draft,
+        index: int,
+        cause: Cause,
+        detail: str | None,
+        *,
+        connected: bool,
+        at: datetime,
+        site: str | None = None,
+        line: str | None = None,
+        count: bool = True,
+    ) -> None:
+        r = draft.recipient(index)
+        dials, tries = r.dials, r.tries
+        if count:
+            if retry.counts_as_dial(cause, connected):
+                dials += 1
+            else:
+                tries += 1
+        decision = retry.decide(
+            cause, retry.Counters(dials, tries), at, draft.status.kill_at, self.rules
+        )
+        draft.set_watch(watch_member(draft.status.id, index), None)
+        if decision.retry_at is None:
+            draft.move(
+                index,
+                S.FAILED,
+                cause=decision.final_cause,
+                at=at,
+                site=site,
+                line=line,
+                detail=decision.detail or detail,
+                dials=dials,
+                tries=tries,
+                page=None,
+            )
+            return
+        draft.move(
+            index,
+            S.RETRY_SCHEDULED,
+            cause=cause,
+            detail=detail,
+            at=at,
+            site=site,
+            line=line,
+            dials=dials,
+            tries=tries,
+            next_try_at=decision.retry_at,
+            page=None,
+        )
+        draft.set_timer(route_timer(draft.status.id, index), decision.retry_at)
+
+    # -- submission -------------------------------------------------------------------
+
+    def start(self, draft: Draft) -> list[Effect]:
+        """A stored submission goes to rendering."""
+        fax = draft.status
+        for r in fax.recipients:
+            draft.move(r.index, S.RENDERING)
+        return [
+            Render(
+                RenderOrder(
+                    job_id=fax.id,
+                    home_site=fax.home_site,
+                    documents=len(fax.documents),
+                    resolution=fax.resolution,
+                    priority=fax.priority,
+                )
+            )
+        ]
+
+    # -- events -----------------------------------------------------------------------
+
+    def on_render_done(self, draft: Draft, ev: RenderDone) -> list[Effect]:
+        effects: list[Effect] = []
+        draft.set(pages=ev.pages)
+        at = ev.at
+        for r in draft.status.recipients:
+            if r.state != S.RENDERING:
+                continue
+            send_after = draft.status.send_after
+            if send_after and send_after > now():
+                draft.move(r.index, S.SCHEDULED, next_try_at=send_after, at=at)
+                draft.set_timer(route_timer(draft.status.id, r.index), send_after)
+            else:
+                effects.append(self._route(draft, r.index, new_attempt=True, at=at))
+            effects.append(self._changed(draft, r.index))
+        return effects
+
+    def on_render_failed(self, draft: Draft, ev: RenderFailed) -> list[Effect]:
+        before = draft.status.state
+        effects: list[Effect] = []
+        for r in draft.status.recipients:
+            if r.state == S.RENDERING:
+                draft.move(r.index, S.FAILED, cause=Cause.RENDER_ERROR, detail=ev.detail, at=ev.at)
+                effects.append(self._changed(draft, r.index))
+        draft.set(cause=Cause.RENDER_ERROR, detail=ev.detail)
+        return effects + self._settled(before, draft)
+
+    def on_routed(self, draft: Draft, ev: Routed) -> list[Effect]:
+        r = draft.recipient(ev.recipient)
+        if r.attempt != ev.attempt or r.state != S.ROUTING:
+            return []
+        draft.move(ev.recipient, S.QUEUED, site=ev.site, at=ev.at)
+        # Waiting in a site's queue is bounded by the kill time, not by the watchdog.
+        draft.set_watch(watch_member(draft.status.id, ev.recipient), None)
+        return [self._changed(draft, ev.recipient)]
+
+    def on_unroutable(self, draft: Draft, ev: Unroutable) -> list[Effect]:
+        r = draft.recipient(ev.recipient)
+        if r.attempt != ev.attempt or r.state != S.ROUTING:
+            return []
+        before = draft.status.state
+        final = ev.cause == Cause.INVALID_NUMBER
+        if final:
+            draft.set_watch(watch_member(draft.status.id, ev.recipient), None)
+            draft.move(ev.recipient, S.FAILED, cause=ev.cause, detail=ev.detail, at=ev.at)
+        else:
+            # No site could take it: wait and route again, without spending a dial.
+            self._fail_or_retry(
+                draft, ev.recipient, ev.cause, ev.detail, connected=False, at=ev.at, count=False
+            )
+        return [self._changed(draft, ev.recipient), *self._settled(before, draft)]
+
+    def _current(self, draft: Draft, ev: AttemptProgress | AttemptResult) -> bool:
+        r = draft.recipient(ev.recipient)
+        if r.attempt != ev.attempt or ev.seq <= r.event_seq:
+            return False
+        return not states.is_final(r.state)
+
+    def on_progress(self, draft: Draft, ev: AttemptProgress) -> list[Effect]:
+        if not self._current(draft, ev):
+            return []
+        r = draft.recipient(ev.recipient)
+        if r.state == S.OUTCOME_UNCERTAIN:
+            return []  # only a result settles an uncertain attempt
+        idx = ev.recipient
+        common = {"site": ev.site, "line": ev.line, "event_seq": ev.seq, "at": ev.at}
+        if ev.phase == "dialing":
+            if r.state != S.QUEUED:
+                return []
+            draft.move(idx, S.DIALING, **common)
+        else:
+            draft.move(
+                idx,
+                S.SENDING,
+                page=ev.page,
+                pages_confirmed=ev.pages_confirmed,
+                detail=f"page {ev.page}/{draft.status.pages}",
+                **common,
+            )
+        deadline = ev.at + timedelta(seconds=self.s.scaled(self.s.stuck_after_seconds))
+        draft.set_watch(watch_member(draft.status.id, idx), max(deadline, now()))
+        return [self._changed(draft, idx)]
+
+    def on_result(self, draft: Draft, ev: AttemptResult) -> list[Effect]:
+        if not self._current(draft, ev):
+            return []
+        before = draft.status.state
+        idx = ev.recipient
+        draft.set_recipient(
+            idx,
+            event_seq=ev.seq,
+            pages_confirmed=max(ev.pages_confirmed, 0),
+            remote_id=ev.remote_id or draft.recipient(idx).remote_id,
+        )
+        draft.set_watch(watch_member(draft.status.id, idx), None)
+        if ev.ok:
+            try:
+                draft.move(idx, S.DONE, site=ev.site, line=ev.line, at=ev.at, page=None)
+            except (NotAllowed, states.IllegalTransition) as exc:
+                self._fail_or_retry(
+                    draft,
+                    idx,
+                    Cause.PROTOCOL_ERROR,
+                    f"site reported success but {exc}",
+                    connected=True,
+                    at=ev.at,
+                    site=ev.site,
+                    line=ev.line,
+                )
+        elif ev.cause == Cause.CANCELLED:
+            draft.move(idx, S.CANCELLED, cause=Cause.CANCELLED, site=ev.site, at=ev.at, page=None)
+        else:
+            self._fail_or_retry(
+                draft,
+                idx,
+                ev.cause or Cause.PROTOCOL_ERROR,
+                ev.detail,
+                connected=ev.connected,
+                at=ev.at,
+                site=ev.site,
+                line=ev.line,
+            )
+        return [self._changed(draft, idx), *self._settled(before, draft)]
+
+    # -- timers -----------------------------------------------------------------------
+
+    def on_route_timer(self, draft: Draft, index: int) -> list[Effect]:
+        """``send_after`` or a retry is due: place the recipient again."""
+        r = draft.recipient(index)
+        if r.state not in (S.SCHEDULED, S.RETRY_SCHEDULED):
+            return []
+        at = now()
+        if at >= draft.status.kill_at:
+            before = draft.status.state
+            draft.move(index, S.FAILED, cause=Cause.KILL_TIME, detail="kill time reached", at=at)
+            return [self._changed(draft, index), *self._settled(before, draft)]
+        return [self._route(draft, index, new_attempt=True, at=at), self._changed(draft, index)]
+
+    def on_watch_expired(self, draft: Draft, index: int) -> list[Effect]:
+        """A recipient made no progress in time."""
+        r = draft.recipient(index)
+        at = now()
+        if r.state == S.ROUTING:
+            # Routing orders are idempotent per attempt: send the same one again.
+            return [self._route(draft, index, new_attempt=False, at=at)]
+        if r.state in (S.DIALING, S.SENDING):
+            before = draft.status.state
+            draft.move(
+                index,
+                S.OUTCOME_UNCERTAIN,
+                cause=Cause.WORKER_LOST,
+                at=at,
+                detail=(
+                    f"site {r.site} went silent during the call "
+                    f"({r.pages_confirmed} pages confirmed); not redialled automatically"
+                ),
+            )
+            return [self._changed(draft, index), *self._settled(before, draft)]
+        return []
+
+    # -- operator actions ---------------------------------------------------------------
+
+    def cancel(self, draft: Draft) -> list[Effect]:
+        before = draft.status.state
+        effects: list[Effect] = []
+        for r in draft.status.recipients:
+            if r.state in states.CANCELLABLE_AT_ONCE:
+                draft.move(r.index, S.CANCELLED, cause=Cause.CANCELLED, detail="cancelled by user")
+                draft.set_timer(route_timer(draft.status.id, r.index), None)
+                draft.set_watch(watch_member(draft.status.id, r.index), None)
+                effects.append(self._changed(draft, r.index))
+        return effects + self._settled(before, draft)

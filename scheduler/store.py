@@ -1,0 +1,309 @@
+"""The durable job store in Redis: fax records, their transition logs and timers.
+
+Every change goes through :meth:`JobStore.update`, which reads a fax, lets the caller
+change a :class:`Draft` of it, and writes it back in one MULTI/EXEC guarded by WATCH, so
+concurrent writers (the API cancelling, the event worker applying a result, the timer
+loop) never lose each other's changes. Each state change is checked against the
+transition table and appended to the fax's log with time, site, line and cause.
+
+Keys (private to the scheduler):
+
+* ``ff:job:{id}``: the fax (JSON of :class:`FaxStatus` without history)
+* ``ff:job:{id}:log``: its transitions (list of JSON)
+* ``ff:tenant:{t}:jobs``: a tenant's faxes by creation time (sorted set)
+* ``ff:idem:{t}:{key}``: idempotency key -> fax id
+* ``ff:timers``: due work (sorted set by time): ``route:{id}:{n}`` (send-after, retries)
+* ``ff:watch``: deadlines of recipients on a site (sorted set): ``{id}:{n}``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis
+
+from faxfleet import keys
+from faxfleet.messages import (
+    FaxStatus,
+    JobState,
+    RecipientStatus,
+    Transition,
+    now,
+)
+from scheduler import states
+
+T = TypeVar("T")
+
+TIMERS = "ff:timers"
+WATCH = "ff:watch"
+
+
+def job_key(job_id: str) -> str:
+    return f"ff:job:{job_id}"
+
+
+def log_key(job_id: str) -> str:
+    return f"ff:job:{job_id}:log"
+
+
+def tenant_key(tenant: str) -> str:
+    return f"ff:tenant:{tenant}:jobs"
+
+
+def idem_key(tenant: str, key: str) -> str:
+    return f"ff:idem:{tenant}:{key}"
+
+
+def route_timer(job_id: str, recipient: int) -> str:
+    return f"route:{job_id}:{recipient}"
+
+
+def watch_member(job_id: str, recipient: int) -> str:
+    return f"{job_id}:{recipient}"
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+class NotAllowed(Exception):
+    """A change the job's current state does not permit (e.g. done with 0 pages)."""
+
+
+class Draft:
+    """A fax being changed inside one store transaction."""
+
+    def __init__(self, status: FaxStatus) -> None:
+        self.status = status
+        self.transitions: list[Transition] = []
+        self.timers: dict[str, float | None] = {}
+        self.watches: dict[str, float | None] = {}
+
+    def recipient(self, index: int) -> RecipientStatus:
+        return self.status.recipients[index]
+
+    def set(self, **fields: Any) -> None:
+        self.status = self.status.model_copy(update=fields)
+
+    def set_recipient(self, index: int, **fields: Any) -> None:
+        recipients = list(self.status.recipients)
+        recipients[index] = recipients[index].model_copy(update=fields)
+        self.status = self.status.model_copy(update={"recipients": recipients})
+
+    def move(
+        self,
+        index: int,
+        to: JobState,
+        *,
+        site: str | None = None,
+        line: str | None = None,
+        cause: Any = None,
+        detail: str | None = None,
+        at: datetime | None = None,
+        **fields: Any,
+    ) -> None:
+        """Move recipient ``index`` to ``to`` (checked against the table) and log it."""
+        current = self.recipient(index)
+        states.check(current.state, to)
+        pages_confirmed = fields.get("pages_confirmed", current.pages_confirmed)
+        if to == JobState.DONE and (not self.status.pages or pages_confirmed < self.status.pages):
+            raise NotAllowed(
+                f"done needs every page confirmed ({pages_confirmed}/{self.status.pages})"
+            )
+        when = at or now()
+        update = dict(fields, state=to, updated_at=when)
+        if site is not None:
+            update["site"] = site
+        if line is not None or to not in (JobState.DIALING, JobState.SENDING):
+            update["line"] = line
+        if cause is not None or to in (JobState.DONE,):
+            update["cause"] = cause
+        if detail is not None or to in (JobState.DONE,):
+            update["detail"] = detail
+        self.set_recipient(index, **update)
+        self.transitions.append(
+            Transition(
+                at=when,
+                recipient=index,
+                from_state=current.state,
+                to_state=to,
+                site=site or current.site,
+                line=line,
+                cause=cause,
+                detail=detail,
+            )
+        )
+
+    def note(self, detail: str, *, site: str | None = None) -> None:
+        """Log an event that is not a state change (e.g. a notification delivered)."""
+        self.transitions.append(
+            Transition(
+                at=now(),
+                recipient=None,
+                from_state=self.status.state,
+                to_state=self.status.state,
+                site=site,
+                detail=detail,
+            )
+        )
+
+    def set_timer(self, member: str, due: datetime | None) -> None:
+        self.timers[member] = due.timestamp() if due else None
+
+    def set_watch(self, member: str, deadline: datetime | None) -> None:
+        self.watches[member] = deadline.timestamp() if deadline else None
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, retention_seconds: int = 7 * 86400) -> None:
+        self.r = client
+        self.retention = retention_seconds
+
+    # -- creation ---------------------------------------------------------------------
+
+    def create(self, status: FaxStatus, idempotency_key: str | None) -> tuple[FaxStatus, bool]:
+        """Store a new fax; with an idempotency key already used, return the original.
+
+        Returns ``(fax, created)``. The key check and the write are one transaction, so two
+        concurrent submissions with the same key yield one fax.
+        """
+        jkey = job_key(status.id)
+        ikey = idem_key(status.tenant, idempotency_key) if idempotency_key else None
+        created_transition = Transition(
+            at=status.created_at, recipient=None, from_state=None, to_state=status.state
+        )
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    if ikey:
+                        pipe.watch(ikey)
+                        existing = pipe.get(ikey)
+                        if existing:
+                            pipe.reset()
+                            return self.get(existing.decode()), False
+                    pipe.multi()
+                    if ikey:
+                        pipe.set(ikey, status.id, ex=self.retention)
+                    pipe.set(jkey, status.model_dump_json(exclude={"history"}))
+                    pipe.rpush(log_key(status.id), created_transition.model_dump_json())
+                    pipe.zadd(tenant_key(status.tenant), {status.id: status.created_at.timestamp()})
+                    pipe.execute()
+                    return status, True
+                except redis.WatchError:
+                    continue
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, job_id: str, *, history: bool = False) -> FaxStatus:
+        raw = self.r.get(job_key(job_id))
+        if raw is None:
+            raise UnknownJob(job_id)
+        status = FaxStatus.model_validate_json(raw)
+        if history:
+            log = [Transition.model_validate_json(x) for x in self.r.lrange(log_key(job_id), 0, -1)]
+            status = status.model_copy(update={"history": log})
+        return status
+
+    def list(
+        self,
+        tenant: str,
+        *,
+        state: JobState | None = None,
+        site: str | None = None,
+        user: str | None = None,
+        limit: int = 100,
+    ) -> list[FaxStatus]:
+        """A tenant's faxes, newest first, filtered by fax state, recipient site and user."""
+        found: list[FaxStatus] = []
+        start = 0
+        batch = 200
+        while len(found) < limit:
+            ids = self.r.zrevrange(tenant_key(tenant), start, start + batch - 1)
+            if not ids:
+                break
+            start += batch
+            raws = self.r.mget([job_key(i.decode()) for i in ids])
+            for raw in raws:
+                if raw is None:
+                    continue
+                fax = FaxStatus.model_validate_json(raw)
+                if state and fax.state != state and all(r.state != state for r in fax.recipients):
+                    continue
+                if site and all(r.site != site for r in fax.recipients):
+                    continue
+                if user and fax.user != user:
+                    continue
+                found.append(fax)
+                if len(found) >= limit:
+                    break
+        return found
+
+    # -- changing ---------------------------------------------------------------------
+
+    def update(self, job_id: str, change: Callable[[Draft], T]) -> tuple[FaxStatus, T]:
+        """Apply ``change`` to a draft of the fax and write it atomically.
+
+        ``change`` may run more than once (when another writer got in first); it must
+        only touch the draft. Returns the stored fax and what ``change`` returned.
+        """
+        key = job_key(job_id)
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise UnknownJob(job_id)
+                    draft = Draft(FaxStatus.model_validate_json(raw))
+                    result = change(draft)
+                    self._finish(draft)
+                    pipe.multi()
+                    pipe.set(key, draft.status.model_dump_json(exclude={"history"}))
+                    if draft.transitions:
+                        logged = [t.model_dump_json() for t in draft.transitions]
+                        pipe.rpush(log_key(job_id), *logged)
+                    self._write_zsets(pipe, TIMERS, draft.timers)
+                    self._write_zsets(pipe, WATCH, draft.watches)
+                    if draft.status.state in states.TRANSITIONS and states.is_final(
+                        draft.status.state
+                    ):
+                        self._expire(pipe, job_id)
+                    pipe.execute()
+                    return draft.status, result
+                except redis.WatchError:
+                    continue
+
+    @staticmethod
+    def _finish(draft: Draft) -> None:
+        summary = states.summarise([r.state for r in draft.status.recipients])
+        if summary != draft.status.state:
+            draft.set(state=summary)
+
+    @staticmethod
+    def _write_zsets(pipe: Any, key: str, entries: dict[str, float | None]) -> None:
+        for member, score in entries.items():
+            if score is None:
+                pipe.zrem(key, member)
+            else:
+                pipe.zadd(key, {member: score})
+
+    def _expire(self, pipe: Any, job_id: str) -> None:
+        for k in (job_key(job_id), log_key(job_id), keys.pages(job_id)):
+            pipe.expire(k, self.retention)
+
+    # -- timers -------------------------------------------------------------------------
+
+    def due(self, key: str, until: float, limit: int = 100) -> list[str]:
+        return [m.decode() for m in self.r.zrangebyscore(key, "-inf", until, start=0, num=limit)]
+
+    def claim(self, key: str, member: str) -> bool:
+        """Take a due entry; only one of several timer loops gets it."""
+        return bool(self.r.zrem(key, member))
+
+    def delete_documents(self, job_id: str, count: int) -> None:
+        self.r.delete(*(keys.document(job_id, i) for i in range(count)))
+
+    def all_ids(self, tenant: str) -> Iterable[str]:
+        return (i.decode() for i in self.r.zrange(tenant_key(tenant), 0, -1))

@@ -1,0 +1,194 @@
+"""The scheduler's Celery side: apply lifecycle events, deliver notifications.
+
+Run per home site as two workers::
+
+    celery -A scheduler.tasks worker -Q events.<site> -c 1 -P solo   # ordered events
+    celery -A scheduler.tasks worker -Q notify.<site> -c 4 -P threads
+
+The event worker must be alone on its queue with concurrency 1: that is what applies a
+fax's events in the order its sites sent them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
+
+from celery import Task
+
+from faxfleet import celery_app as names
+from faxfleet import keys
+from faxfleet.log import get_logger, setup_logging
+from faxfleet.messages import (
+    AttemptProgress,
+    AttemptResult,
+    EventEnvelope,
+    NotifyOrder,
+    RenderDone,
+    RenderFailed,
+    Routed,
+    Unroutable,
+)
+from faxfleet.redis_conn import connect
+from faxfleet.settings import get_settings
+from scheduler import lifecycle, notify
+from scheduler.lifecycle import Changed, Effect, Lifecycle, Notify, Render, Route
+from scheduler.store import Draft, JobStore, UnknownJob
+
+log = get_logger("faxfleet.scheduler")
+settings = get_settings()
+setup_logging(settings.log_level, settings.log_format)
+app = names.make_celery("faxfleet-scheduler", settings)
+
+
+@lru_cache(maxsize=1)
+def store() -> JobStore:
+    return JobStore(connect(settings), settings.retention_seconds)
+
+
+@lru_cache(maxsize=1)
+def machine() -> Lifecycle:
+    return Lifecycle(settings)
+
+
+def perform(effects: Iterable[Effect], monitor: Task | None = None) -> None:
+    """Send the work a stored change asked for."""
+    for effect in effects:
+        match effect:
+            case Route(order):
+                app.send_task(
+                    names.ROUTE_TASK,
+                    kwargs={"order": order.model_dump(mode="json")},
+                    queue=names.ROUTING_QUEUE,
+                    priority=names.celery_priority(order.priority),
+                )
+            case Render(order):
+                app.send_task(
+                    names.RENDER_TASK,
+                    kwargs={"order": order.model_dump(mode="json")},
+                    queue=names.RENDER_QUEUE,
+                    priority=names.celery_priority(order.priority),
+                )
+            case Notify(job_id):
+                _queue_notifications(job_id)
+            case Changed() as c:
+                log.info(
+                    "state",
+                    job=c.job_id,
+                    recipient=c.recipient,
+                    state=c.state.value,
+                    site=c.site,
+                    line=c.line,
+                )
+                if monitor is not None:
+                    monitor.send_event(
+                        "task-faxfleet-state",
+                        job=c.job_id,
+                        recipient=c.recipient,
+                        state=c.state.value,
+                        site=c.site,
+                        line=c.line,
+                    )
+
+
+def _queue_notifications(job_id: str) -> None:
+    """Queue each requested notification once, at the fax's home site."""
+    fax = store().get(job_id)
+    if not store().r.set(f"ff:notified:{job_id}", "1", nx=True, ex=settings.retention_seconds):
+        return
+    targets = [("email", fax.notify.email), ("webhook", fax.notify.callback_url)]
+    for channel, target in targets:
+        if not target:
+            continue
+        order = NotifyOrder(job_id=job_id, home_site=fax.home_site, channel=channel, target=target)
+        app.send_task(
+            names.NOTIFY_TASK,
+            kwargs={"order": order.model_dump(mode="json")},
+            queue=names.notify_queue(fax.home_site),
+            priority=names.EVENT_PRIORITY,
+        )
+
+
+def apply(
+    job_id: str, change: Callable[[Draft], list[Effect]], monitor: Task | None = None
+) -> None:
+    """Apply a lifecycle change to a stored fax, then perform its effects."""
+    try:
+        _, effects = store().update(job_id, change)
+    except UnknownJob:
+        log.warning("event for unknown job", job=job_id)
+        return
+    perform(effects, monitor)
+
+
+@app.task(name=names.EVENT_TASK, bind=True)
+def event(self: Task, envelope: dict[str, Any]) -> None:
+    """Apply one lifecycle event from a renderer, the router or a site worker."""
+    ev = EventEnvelope.model_validate(envelope).event
+    m = machine()
+    handler: Callable[[Draft], list[Effect]]
+    match ev:
+        case RenderDone():
+            handler = lambda d: m.on_render_done(d, ev)  # noqa: E731
+        case RenderFailed():
+            handler = lambda d: m.on_render_failed(d, ev)  # noqa: E731
+        case Routed():
+            handler = lambda d: m.on_routed(d, ev)  # noqa: E731
+        case Unroutable():
+            handler = lambda d: m.on_unroutable(d, ev)  # noqa: E731
+        case AttemptProgress():
+            handler = lambda d: m.on_progress(d, ev)  # noqa: E731
+        case AttemptResult():
+            handler = lambda d: m.on_result(d, ev)  # noqa: E731
+    apply(ev.job_id, handler, self)
+
+
+@app.task(
+    name=names.NOTIFY_TASK,
+    bind=True,
+    max_retries=None,
+    acks_late=True,
+)
+def deliver(self: Task, order: dict[str, Any]) -> None:
+    """Deliver one notification from the home site, retrying with backoff."""
+    o = NotifyOrder.model_validate(order)
+    fax = store().get(o.job_id)
+    site = settings.site
+    try:
+        if o.channel == "email":
+            notify.send_email(settings, o.target, fax, site)
+        else:
+            notify.post_callback(settings, o.target, fax, site)
+    except notify.NotifyError as exc:
+        attempt = self.request.retries + 1
+        if exc.retryable and attempt < settings.notify_max_attempts:
+            delay = settings.scaled(settings.notify_backoff_seconds) * (2 ** (attempt - 1))
+            log.warning(
+                "notification failed, will retry",
+                job=o.job_id,
+                site=site,
+                channel=o.channel,
+                attempt=attempt,
+                delay=round(delay, 3),
+                error=str(exc),
+            )
+            raise self.retry(countdown=delay, exc=exc) from exc
+        reason = f"{o.channel} notification to {o.target} failed: {exc}"
+        log.error("notification abandoned", job=o.job_id, site=site, error=reason)
+        store().update(o.job_id, lambda d: d.note(reason, site=site))
+        return
+    log.info("notified", job=o.job_id, site=site, channel=o.channel, target=o.target)
+
+    def record(d: Draft) -> None:
+        d.set(notified_by=site)
+        d.note(f"{o.channel} notification delivered to {o.target}", site=site)
+
+    store().update(o.job_id, record)
+
+
+def set_cancel_flag(job_id: str) -> None:
+    store().r.set(keys.cancel_flag(job_id), "1", ex=settings.retention_seconds)
+
+
+__all__ = ["app", "apply", "deliver", "event", "lifecycle", "perform", "set_cancel_flag", "store"]

@@ -1,0 +1,1 @@
+"""Site workers: rendering, the line pool, line drivers and the send task."""

@@ -1,0 +1,29 @@
+"""What every document reader provides: a page count up front, then the pages.
+
+Counting before rendering lets the pipeline refuse an over-long fax (``max_pages``) after
+only opening the documents, instead of after rasterising hundreds of pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from PIL import Image
+
+
+class PageSource(Protocol):
+    """An opened document. Readers raise ``DocumentError`` for anything wrong with it."""
+
+    @property
+    def page_count(self) -> int:
+        """Fax pages this document will produce."""
+        ...
+
+    def pages(self) -> Iterator[Image.Image]:
+        """The fax pages in order: mode "1", 1728 wide, paper white (255)."""
+        ...
+
+    def close(self) -> None:
+        """Release whatever the reader holds (native PDF handles, image files)."""
+        ...

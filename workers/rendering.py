@@ -1,0 +1,63 @@
+"""The render worker: documents in Redis -> fax pages in Redis, any site, CPU-bound.
+
+Run: ``celery -A workers.rendering worker -Q render -P prefork``. Each render runs in a
+pool child with time limits, so one bad document cannot take the worker down.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+from faxfleet import celery_app as names
+from faxfleet import keys
+from faxfleet.log import get_logger, setup_logging
+from faxfleet.messages import RenderDone, RenderFailed, RenderOrder, now
+from faxfleet.redis_conn import connect
+from faxfleet.settings import get_settings
+from workers.render import RenderError, render_documents
+
+log = get_logger("faxfleet.render")
+settings = get_settings()
+setup_logging(settings.log_level, settings.log_format)
+app = names.make_celery("faxfleet-render", settings)
+app.conf.worker_max_memory_per_child = 1_000_000  # KiB: recycle a child past ~1 GB
+
+RENDER_SOFT_LIMIT = 120
+RENDER_HARD_LIMIT = 150
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return connect(settings)
+
+
+@app.task(name=names.RENDER_TASK, soft_time_limit=RENDER_SOFT_LIMIT, time_limit=RENDER_HARD_LIMIT)
+def render(order: dict[str, Any]) -> int:
+    o = RenderOrder.model_validate(order)
+    r = _redis()
+    docs = r.mget([keys.document(o.job_id, i) for i in range(o.documents)])
+    try:
+        if any(d is None for d in docs):
+            raise RenderError("the uploaded documents are no longer stored")
+        pages = render_documents([d for d in docs if d is not None], o.resolution)
+    except (RenderError, SoftTimeLimitExceeded) as exc:
+        detail = (
+            str(exc)
+            if isinstance(exc, RenderError)
+            else (f"rendering took longer than {RENDER_SOFT_LIMIT} s")
+        )
+        log.warning("render failed", job=o.job_id, error=detail)
+        names.emit(app, RenderFailed(job_id=o.job_id, detail=detail, at=now()), o.home_site)
+        return 0
+    with r.pipeline() as pipe:
+        pipe.delete(keys.pages(o.job_id))
+        pipe.hset(keys.pages(o.job_id), mapping={str(i + 1): p for i, p in enumerate(pages)})
+        pipe.expire(keys.pages(o.job_id), settings.retention_seconds)
+        pipe.execute()
+    log.info("rendered", job=o.job_id, pages=len(pages), resolution=o.resolution.value)
+    names.emit(app, RenderDone(job_id=o.job_id, pages=len(pages), at=now()), o.home_site)
+    return len(pages)

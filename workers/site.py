@@ -1,0 +1,253 @@
+"""The site worker: one Celery worker per site, one concurrent send per line it owns.
+
+Run: ``celery -A workers.site worker -Q site.<site> -P threads -c <lines>``. While it
+runs it publishes the site's state (lines, backlog) under ``ff:site:<site>`` with a
+short expiry, so a site that stops publishing drops out of routing on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import redis
+from celery import signals
+
+from faxfleet import celery_app as names
+from faxfleet import keys
+from faxfleet.log import get_logger, setup_logging
+from faxfleet.messages import (
+    AttemptProgress,
+    AttemptResult,
+    Cause,
+    SendOrder,
+    SiteStatus,
+    now,
+)
+from faxfleet.redis_conn import connect
+from faxfleet.settings import get_settings
+from workers.lines.base import Call, SendReport
+from workers.lines.pool import LinePool
+from workers.lines.simulated import SimulatedLine, SimulatedNetwork
+
+log = get_logger("faxfleet.site")
+settings = get_settings()
+setup_logging(settings.log_level, settings.log_format)
+app = names.make_celery(f"faxfleet-site-{settings.site}", settings)
+WORKER_ID = f"{settings.site}@{socket.gethostname()}"
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return connect(settings)
+
+
+@lru_cache(maxsize=1)
+def pool() -> LinePool:
+    prefix = settings.line_prefix or settings.site
+    network = SimulatedNetwork(_redis())
+    return LinePool(
+        [
+            SimulatedLine(
+                name=f"{prefix}-{i + 1}",
+                site=settings.site,
+                network=network,
+                dial_seconds=settings.sim_dial_seconds,
+                page_seconds=settings.sim_page_seconds,
+            )
+            for i in range(settings.lines)
+        ]
+    )
+
+
+# -- shared load ------------------------------------------------------------------------
+
+_stop_publishing = threading.Event()
+
+
+def publish_status() -> SiteStatus:
+    r = _redis()
+    status = SiteStatus(
+        name=settings.site,
+        lines=pool().statuses(),
+        waiting=names.queue_depth(r, names.site_queue(settings.site)),
+        worker=WORKER_ID,
+        updated_at=now(),
+    )
+    r.set(
+        keys.site_status(settings.site),
+        status.model_dump_json(),
+        px=int(settings.load_ttl * 1000),
+    )
+    return status
+
+
+def _publisher() -> None:
+    while not _stop_publishing.is_set():
+        try:
+            publish_status()
+        except redis.RedisError as exc:
+            log.warning("cannot publish site status", site=settings.site, error=str(exc))
+        _stop_publishing.wait(settings.load_publish_interval)
+
+
+@signals.worker_ready.connect
+def _start_publishing(**_: Any) -> None:
+    threading.Thread(target=_publisher, name="site-status", daemon=True).start()
+    log.info("site worker ready", site=settings.site, lines=settings.lines)
+
+
+@signals.worker_shutting_down.connect
+def _stop(**_: Any) -> None:
+    """Leave routing at once instead of waiting for the status to expire."""
+    _stop_publishing.set()
+    with contextlib.suppress(redis.RedisError):
+        _redis().delete(keys.site_status(settings.site))
+
+
+# -- sending ----------------------------------------------------------------------------
+
+
+class AttemptReporter:
+    """Sends an attempt's events, numbered, to the home site; doubles as the call hooks."""
+
+    def __init__(self, order: SendOrder, line: str | None) -> None:
+        self.o = order
+        self.line = line
+        self.seq = 0
+        self.confirmed = order.first_page - 1
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _progress(self, phase: str, page: int | None = None) -> None:
+        ev = AttemptProgress(
+            job_id=self.o.job_id,
+            recipient=self.o.recipient,
+            attempt=self.o.attempt,
+            seq=self._next(),
+            site=settings.site,
+            line=self.line or "",
+            phase=phase,  # type: ignore[arg-type]
+            page=page,
+            pages_confirmed=self.confirmed,
+            at=now(),
+        )
+        names.emit(app, ev, self.o.home_site)
+
+    def dialing(self) -> None:
+        self._progress("dialing")
+
+    # CallHooks
+    def connected(self, remote_id: str | None) -> None:
+        log.info(
+            "connected", job=self.o.job_id, site=settings.site, line=self.line, remote=remote_id
+        )
+
+    def page_started(self, page: int) -> None:
+        self.confirmed = page - 1
+        self._progress("page", page)
+
+    def should_stop(self) -> bool:
+        return bool(_redis().exists(keys.cancel_flag(self.o.job_id)))
+
+    def result(self, report: SendReport, duration: float = 0.0) -> None:
+        ev = AttemptResult(
+            job_id=self.o.job_id,
+            recipient=self.o.recipient,
+            attempt=self.o.attempt,
+            seq=self._next(),
+            site=settings.site,
+            line=self.line,
+            ok=report.ok,
+            pages_confirmed=report.pages_confirmed,
+            connected=report.connected,
+            cause=report.cause,
+            detail=report.detail,
+            remote_id=report.remote_id,
+            duration_seconds=duration,
+            at=now(),
+        )
+        names.emit(app, ev, self.o.home_site)
+        log.info(
+            "attempt ended",
+            job=self.o.job_id,
+            recipient=self.o.recipient,
+            attempt=self.o.attempt,
+            site=settings.site,
+            line=self.line,
+            ok=report.ok,
+            cause=report.cause,
+            pages=report.pages_confirmed,
+        )
+
+
+def load_pages(r: redis.Redis, job_id: str, first: int, last: int) -> Sequence[bytes] | None:
+    fields = [str(n) for n in range(first, last + 1)]
+    if not fields:
+        return []
+    pages = r.hmget(keys.pages(job_id), fields)
+    if any(p is None for p in pages):
+        return None
+    return [p for p in pages if p is not None]
+
+
+@app.task(name=names.SEND_TASK)
+def send(order: dict[str, Any]) -> None:
+    """Make one attempt: claim it, take a line, dial, send page by page, report."""
+    o = SendOrder.model_validate(order)
+    r = _redis()
+    claimed = r.set(
+        keys.attempt_claim(o.attempt_id), WORKER_ID, nx=True, ex=settings.retention_seconds
+    )
+    if not claimed:
+        log.warning(
+            "attempt already claimed; not sending twice", job=o.job_id, attempt=o.attempt_id
+        )
+        return
+    if r.exists(keys.cancel_flag(o.job_id)):
+        AttemptReporter(o, None).result(
+            SendReport(False, o.first_page - 1, False, Cause.CANCELLED, "cancelled before dialing")
+        )
+        return
+    pages = load_pages(r, o.job_id, o.first_page, o.pages)
+    if pages is None or o.pages < 1:
+        AttemptReporter(o, None).result(
+            SendReport(False, o.first_page - 1, False, Cause.RENDER_ERROR, "rendered pages missing")
+        )
+        return
+    line = pool().acquire(o.job_id, o.recipient)
+    if line is None:
+        AttemptReporter(o, None).result(
+            SendReport(False, o.first_page - 1, False, Cause.LINE_UNAVAILABLE, "no line in service")
+        )
+        return
+    reporter = AttemptReporter(o, line.name)
+    started = now()
+    try:
+        reporter.dialing()
+        call = Call(
+            number=o.number,
+            dial_string=o.number,
+            first_page=o.first_page,
+            total_pages=o.pages,
+            local_id=o.sender,
+            job_id=o.job_id,
+            recipient=o.recipient,
+            attempt=o.attempt,
+        )
+        try:
+            report = line.send(call, pages, reporter)
+        except Exception as exc:  # the line itself broke: report, keep the worker alive
+            log.exception("line failed", job=o.job_id, site=settings.site, line=line.name)
+            report = SendReport(
+                False, reporter.confirmed, reporter.seq > 1, Cause.MODEM_ERROR, str(exc)
+            )
+        reporter.result(report, (now() - started).total_seconds())
+    finally:
+        pool().release(line)
