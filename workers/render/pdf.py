@@ -26,13 +26,23 @@ _POINTS_PER_INCH = 72
 _WHITE = (255, 255, 255, 255)
 
 
-def _load_failure(exc: pdfium.PdfiumError) -> str:
-    code = getattr(exc, "err_code", None)
-    if code == pdfium_c.FPDF_ERR_PASSWORD:
+def _load_failure(code: int, data: bytes) -> str:
+    # PDFium keeps its last error per thread and does not clear it on success, so a code is
+    # only believed together with the evidence it implies.
+    if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY) and b"/Encrypt" in data:
+        if code == pdfium_c.FPDF_ERR_SECURITY:
+            return "the PDF is encrypted with an unsupported security handler"
         return "the PDF is encrypted"
-    if code == pdfium_c.FPDF_ERR_SECURITY:
-        return "the PDF is encrypted with an unsupported security handler"
     return "the PDF is corrupt or truncated"
+
+
+def _open(data: bytes) -> pdfium.PdfDocument:
+    """Load with the raw API: ``PdfDocument(bytes)`` reports a document without pages as a
+    load failure carrying a stale error code (and leaks its handle)."""
+    handle = pdfium_c.FPDF_LoadMemDocument64(data, len(data), None)
+    if not handle:
+        raise DocumentError(_load_failure(pdfium_c.FPDF_GetLastError(), data))
+    return pdfium.PdfDocument(handle)  # takes ownership and closes it
 
 
 class PdfSource:
@@ -40,10 +50,8 @@ class PdfSource:
 
     def __init__(self, data: bytes, resolution: Resolution) -> None:
         self._resolution = resolution
-        try:
-            self._pdf = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as exc:
-            raise DocumentError(_load_failure(exc)) from exc
+        self._data = data  # PDFium reads from this buffer for as long as the document is open
+        self._pdf = _open(data)
         try:
             self._pdf.init_forms()  # before any page is loaded, so filled-in fields show
             self._count = len(self._pdf)

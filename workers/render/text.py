@@ -33,8 +33,9 @@ _TOP = round(MARGIN_MM * _MM)
 _TEXT_WIDTH = round(A4_WIDTH_IN * HORIZONTAL_DPI) - 2 * round(MARGIN_MM * _MM)
 _TEXT_HEIGHT = _SHEET_SIZE[1] - 2 * _TOP
 
-# Control characters other than tab, newline and form feed would draw as boxes or nothing.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# Control characters other than tab, newline and form feed (C0, DEL, C1) would draw as boxes
+# or nothing, and some make the layout engine fail.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
@@ -43,7 +44,9 @@ Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 def _font() -> Font:
     size = round(FONT_POINTS * HORIZONTAL_DPI / 72)
     if FONT_PATH.exists():
-        return ImageFont.truetype(str(FONT_PATH), size)
+        # Basic layout (no shaping, no bidi): one glyph per character, as on a typewriter,
+        # and no dependence on whether Pillow was built with libraqm.
+        return ImageFont.truetype(str(FONT_PATH), size, layout_engine=ImageFont.Layout.BASIC)
     return ImageFont.load_default(size=size)
 
 

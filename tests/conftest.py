@@ -1,0 +1,179 @@
+"""Shared fixtures: private redis-server processes, a real SMTP server, a real HTTP
+receiver, and whole local fleets of real Celery workers.
+
+Nothing here touches the machine's own Redis on 6379: every Redis is started on a free
+loopback port in the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+
+from faxfleet import signing
+from faxfleet.fleet import Fleet, SiteSpec
+from faxfleet.redis_server import RedisServer, free_port
+
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A clean database on the session's private Redis (not used by any fleet)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+# -- SMTP ---------------------------------------------------------------------------------
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], Message]] = []
+        self.cond = threading.Condition()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook
+        msg = message_from_bytes(envelope.content)
+        with self.cond:
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+            self.cond.notify_all()
+        return "250 OK"
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> list[Message]:
+        with self.cond:
+            self.cond.wait_for(
+                lambda: any(predicate(m) for _, _, m in self.messages), timeout=timeout
+            )
+            return [m for _, _, m in self.messages if predicate(m)]
+
+
+@dataclass
+class SmtpServer:
+    port: int
+    inbox: _Inbox
+
+
+@pytest.fixture(scope="module")
+def smtp_server() -> Iterator[SmtpServer]:
+    inbox = _Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield SmtpServer(port, inbox)
+    controller.stop()
+
+
+# -- webhook receiver -----------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    port: int
+    calls: list[dict] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    fail_next: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fax-result"
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> list[dict]:
+        with self.cond:
+            self.cond.wait_for(lambda: any(predicate(c) for c in self.calls), timeout=timeout)
+            return [c for c in self.calls if predicate(c)]
+
+
+@pytest.fixture(scope="module")
+def webhook_receiver() -> Iterator[Receiver]:
+    """A real HTTP server that verifies each callback's signature and records it."""
+    receiver = Receiver(port=free_port())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server hook
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with receiver.cond:
+                if receiver.fail_next > 0:
+                    receiver.fail_next -= 1
+                    receiver.calls.append({"failed_on_purpose": True})
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                try:
+                    signing.verify(WEBHOOK_SECRET, dict(self.headers), body)
+                    verified = True
+                except signing.InvalidSignature:
+                    verified = False
+                receiver.calls.append({"verified": verified, "body": json.loads(body)})
+                receiver.cond.notify_all()
+            self.send_response(204 if verified else 401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", receiver.port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+
+
+# -- fleets -----------------------------------------------------------------------------------
+
+FAST_FLEET_ENV = {
+    "FAXFLEET_TIME_SCALE": "0.002",
+    "FAXFLEET_SIM_DIAL_SECONDS": "0.05",
+    "FAXFLEET_SIM_PAGE_SECONDS": "0.15",
+    "FAXFLEET_STUCK_AFTER_SECONDS": "1500",  # 3 s at this time scale
+    "FAXFLEET_ROUTING_STUCK_AFTER_SECONDS": "2500",
+    "FAXFLEET_MAX_DIALS": "4",
+    "FAXFLEET_MAX_TRIES": "3",
+    "FAXFLEET_LOAD_PUBLISH_INTERVAL": "0.3",
+    "FAXFLEET_LOAD_TTL": "1.5",
+    "FAXFLEET_NOTIFY_BACKOFF_SECONDS": "50",  # 0.1 s at this time scale
+    "FAXFLEET_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "FAXFLEET_API_KEYS": "acme=acme-key,globex=globex-key",
+    "FAXFLEET_API_KEY": "acme-key",
+    "FAXFLEET_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+}
+
+
+def start_fleet(
+    tmp: Path, sites: list[SiteSpec], extra_env: dict[str, str] | None = None
+) -> tuple[Fleet, RedisServer]:
+    server = RedisServer(tmp / "redis").start()
+    api_port = free_port()
+    env = {
+        **FAST_FLEET_ENV,
+        "FAXFLEET_REDIS_URL": server.url,
+        "FAXFLEET_API_URLS": f"http://127.0.0.1:{api_port}",
+        **(extra_env or {}),
+    }
+    fleet = Fleet(sites, env, tmp / "logs", api_port=api_port)
+    try:
+        fleet.start()
+        fleet.wait_ready()
+    except Exception:
+        fleet.stop()
+        server.stop()
+        raise
+    return fleet, server

@@ -1,0 +1,141 @@
+"""A site worker dying: never a duplicate send, never a fax stuck in "sending", and
+faxes that find no site wait and go out when one comes back. Plus the monitoring events
+Flower sees."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from faxfleet import keys
+from faxfleet.celery_app import make_celery
+from faxfleet.fleet import Fleet, SiteSpec
+from faxfleet.settings import Settings
+from tests.conftest import start_fleet
+
+pytestmark = pytest.mark.fleet
+
+ACME = {"X-API-Key": "acme-key"}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    fleet, server = start_fleet(
+        tmp_path_factory.mktemp("failures"), [SiteSpec("paris", 1)],
+        {"FAXFLEET_SIM_PAGE_SECONDS": "0.3"},
+    )
+    yield fleet
+    fleet.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(fleet: Fleet) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fleet.api_url, timeout=30) as client:
+        yield client
+
+
+def _submit(api: httpx.Client, number: str, pages: int) -> str:
+    doc = b"\f".join(f"page {i}".encode() for i in range(1, pages + 1))
+    resp = api.post("/v1/faxes", headers=ACME, data={"to": [number]},
+                    files=[("documents", ("doc.txt", doc, "text/plain"))])
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+def _fax(api: httpx.Client, fax_id: str) -> dict:
+    return api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()
+
+
+def _wait(api: httpx.Client, fax_id: str, predicate, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        fax = _fax(api, fax_id)
+        if predicate(fax):
+            return fax
+        assert time.monotonic() < deadline, json.dumps(fax, indent=1)[:3000]
+        time.sleep(0.05)
+
+
+def test_killed_site_worker_leaves_outcome_uncertain_and_never_redials(
+    fleet: Fleet, api: httpx.Client
+) -> None:
+    r = redis.Redis.from_url(fleet.env["FAXFLEET_REDIS_URL"])
+    number = "+33142685500"
+    fax_id = _submit(api, number, pages=12)
+    _wait(api, fax_id, lambda f: (f["recipients"][0]["page"] or 0) >= 3)
+    fleet.stop_service("site-paris", kill=True)
+
+    fax = _wait(api, fax_id, lambda f: f["state"] == "outcome_uncertain", timeout=30)
+    rcpt = fax["recipients"][0]
+    assert rcpt["cause"] == "worker_lost"
+    assert rcpt["pages_confirmed"] >= 2
+    assert "not redialled" in rcpt["detail"]
+
+    fleet.start_service(fleet.spec("site-paris"))
+    fleet.wait_ready()
+    # A fresh fax goes through the restarted worker...
+    other = _submit(api, "+33142685501", pages=1)
+    assert _wait(api, other, lambda f: f["state"] == "done")["recipients"][0]["site"] == "paris"
+    # ...and the uncertain one was not dialled again, automatically or by redelivery.
+    time.sleep(1.0)
+    assert _fax(api, fax_id)["state"] == "outcome_uncertain"
+    calls = r.lrange(keys.sim_received(number), 0, -1)
+    assert calls == []  # the killed call never completed, and nothing redialled it
+
+
+def test_fax_without_a_site_waits_and_goes_when_one_returns(
+    fleet: Fleet, api: httpx.Client
+) -> None:
+    r = redis.Redis.from_url(fleet.env["FAXFLEET_REDIS_URL"])
+    fleet.stop_service("site-paris")
+    assert not r.exists(keys.site_status("paris"))  # a clean stop leaves routing at once
+    fax_id = _submit(api, "+33142685502", pages=1)
+    fax = _wait(api, fax_id, lambda f: f["recipients"][0]["cause"] == "no_site")
+    assert fax["recipients"][0]["state"] in ("retry_scheduled", "routing")
+    assert fax["recipients"][0]["dials"] == 0  # waiting for a site spends no dial
+    fleet.start_service(fleet.spec("site-paris"))
+    fleet.wait_ready()
+    fax = _wait(api, fax_id, lambda f: f["state"] == "done")
+    assert fax["recipients"][0]["pages_confirmed"] == 1
+
+
+def test_state_changes_are_published_as_celery_events(fleet: Fleet, api: httpx.Client) -> None:
+    app = make_celery("test-monitor", Settings(redis_url=fleet.env["FAXFLEET_REDIS_URL"]))
+    seen: list[dict] = []
+    ready = threading.Event()
+    receivers: list = []
+
+    def listen() -> None:
+        with app.connection() as conn:
+            recv = app.events.Receiver(
+                conn, handlers={"task-faxfleet-state": seen.append}
+            )
+            receivers.append(recv)
+            ready.set()
+            try:
+                recv.capture(limit=None, timeout=20, wakeup=False)
+            except Exception:  # noqa: BLE001 - stopped or timed out: the test judges `seen`
+                return
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    ready.wait(5)
+    time.sleep(0.5)
+    fax_id = _submit(api, "+33142685503", pages=1)
+    _wait(api, fax_id, lambda f: f["state"] == "done")
+    deadline = time.monotonic() + 10
+    while not any(e["job"] == fax_id and e["state"] == "done" for e in seen):
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.1)
+    receivers[0].should_stop = True
+    thread.join(5)
+    states = [e["state"] for e in seen if e["job"] == fax_id]
+    assert states[0] == "routing" and states[-1] == "done"
+    assert {"queued", "dialing", "sending"} <= set(states)

@@ -1,0 +1,79 @@
+"""Priority on a real fleet: with a backlog of bulk faxes waiting at a site, a newly
+submitted urgent fax is the next one a freed line starts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import httpx
+import pytest
+import redis
+
+from faxfleet import celery_app as names
+from faxfleet.fleet import Fleet, SiteSpec
+from tests.conftest import start_fleet
+
+pytestmark = pytest.mark.fleet
+
+ACME = {"X-API-Key": "acme-key"}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    fleet, server = start_fleet(
+        tmp_path_factory.mktemp("prio"), [SiteSpec("paris", 2)],
+        {"FAXFLEET_SIM_PAGE_SECONDS": "0.25"},
+    )
+    yield fleet
+    fleet.stop()
+    server.stop()
+
+
+def _submit(api: httpx.Client, number: str, priority: int, pages: int = 2) -> str:
+    doc = b"\f".join(f"page {i}".encode() for i in range(1, pages + 1))
+    resp = api.post(
+        "/v1/faxes", headers=ACME, data={"to": [number], "priority": str(priority)},
+        files=[("documents", ("doc.txt", doc, "text/plain"))],
+    )
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+def _history(api: httpx.Client, fax_id: str) -> dict:
+    deadline = time.monotonic() + 90
+    while True:
+        fax = api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()
+        if fax["state"] == "done":
+            return fax
+        assert fax["state"] not in ("failed", "cancelled"), fax
+        assert time.monotonic() < deadline, fax
+        time.sleep(0.1)
+
+
+def _at(fax: dict, to_state: str) -> datetime:
+    return datetime.fromisoformat(next(t["at"] for t in fax["history"] if t["to_state"] == to_state))
+
+
+def test_urgent_fax_is_next_on_a_freed_line(fleet: Fleet) -> None:
+    r = redis.Redis.from_url(fleet.env["FAXFLEET_REDIS_URL"])
+    with httpx.Client(base_url=fleet.api_url, timeout=30) as api:
+        bulk = [_submit(api, f"+3314268540{i % 10}", priority=1) for i in range(12)]
+        deadline = time.monotonic() + 30
+        while names.queue_depth(r, names.site_queue("paris")) < 6:
+            assert time.monotonic() < deadline, "no backlog built up at the site"
+            time.sleep(0.02)
+        urgent = _submit(api, "+33142685499", priority=9)
+        faxes = {fid: _history(api, fid) for fid in [*bulk, urgent]}
+
+    queued_at = _at(faxes[urgent], "queued")
+    dialed = sorted((_at(f, "dialing"), fid) for fid, f in faxes.items())
+    started_after = [fid for at, fid in dialed if at >= queued_at]
+    # The first line to free up after the urgent fax reached the site took it...
+    assert started_after[0] == urgent, [(a.isoformat(), f) for a, f in dialed]
+    # ...while bulk faxes were still waiting behind it.
+    assert len(started_after) > 3
+    # Bulk faxes among themselves keep first-in, first-out order.
+    bulk_order = [fid for _, fid in dialed if fid in bulk]
+    assert bulk_order == sorted(bulk, key=lambda f: _at(faxes[f], "queued"))
