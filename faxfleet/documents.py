@@ -55,8 +55,9 @@ def _looks_like_text(data: bytes) -> bool:
     try:
         text = sample.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the sample's end is still text.
-        if exc.start < len(sample) - 4:
+        # Only a multi-byte character cut by the sample's end is forgiven.
+        cut = len(data) > len(sample) and exc.reason == "unexpected end of data"
+        if not cut:
             return False
         text = sample[: exc.start].decode("utf-8")
     if not text.strip():

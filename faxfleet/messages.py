@@ -127,6 +127,8 @@ class RecipientStatus(Message):
     attempt: int = 0
     dials: int = 0
     tries: int = 0
+    not_a_fax: int = 0
+    """Calls answered by something other than a fax machine."""
     page: int | None = None
     """Page on the wire while ``sending``."""
     pages_confirmed: int = 0

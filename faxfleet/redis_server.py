@@ -37,6 +37,7 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()

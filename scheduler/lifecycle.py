@@ -122,13 +122,14 @@ class Lifecycle:
     ) -> None:
         r = draft.recipient(index)
         dials, tries = r.dials, r.tries
+        not_a_fax = r.not_a_fax + (1 if cause == Cause.NOT_A_FAX else 0)
         if count:
             if retry.counts_as_dial(cause, connected):
                 dials += 1
             else:
                 tries += 1
         decision = retry.decide(
-            cause, retry.Counters(dials, tries), at, draft.status.kill_at, self.rules
+            cause, retry.Counters(dials, tries, not_a_fax), at, draft.status.kill_at, self.rules
         )
         draft.set_watch(watch_member(draft.status.id, index), None)
         if decision.retry_at is None:
@@ -142,6 +143,7 @@ class Lifecycle:
                 detail=decision.detail or detail,
                 dials=dials,
                 tries=tries,
+                not_a_fax=not_a_fax,
                 page=None,
             )
             return
@@ -156,6 +158,7 @@ class Lifecycle:
             dials=dials,
             tries=tries,
             next_try_at=decision.retry_at,
+            not_a_fax=not_a_fax,
             page=None,
         )
         draft.set_timer(route_timer(draft.status.id, index), decision.retry_at)

@@ -51,7 +51,7 @@ class _Inbox:
         self.messages: list[tuple[str, list[str], Message]] = []
         self.cond = threading.Condition()
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook
+    async def handle_DATA(self, server, session, envelope):
         msg = message_from_bytes(envelope.content)
         with self.cond:
             self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
@@ -108,7 +108,7 @@ def webhook_receiver() -> Iterator[Receiver]:
     receiver = Receiver(port=free_port())
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server hook
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with receiver.cond:
                 if receiver.fail_next > 0:

@@ -51,13 +51,18 @@ def api(fleet: Fleet) -> Iterator[httpx.Client]:
 
 
 def submit(
-    api: httpx.Client, to: list[str], doc: bytes = THREE_PAGES, headers: dict = ACME,
+    api: httpx.Client,
+    to: list[str],
+    doc: bytes = THREE_PAGES,
+    headers: dict = ACME,
     **fields: object,
 ) -> httpx.Response:
     data: dict[str, object] = {"to": to, **{k: str(v) for k, v in fields.items()}}
     return api.post(
-        "/v1/faxes", headers=headers,
-        files=[("documents", ("invoice.txt", doc, "text/plain"))], data=data,
+        "/v1/faxes",
+        headers=headers,
+        files=[("documents", ("invoice.txt", doc, "text/plain"))],
+        data=data,
     )
 
 
@@ -81,15 +86,23 @@ def pages_received(rc: redis.Redis, number: str, job: str) -> list[int]:
 
 
 def test_end_to_end_two_sites_with_notifications(
-    fleet: Fleet, api: httpx.Client, rc: redis.Redis, smtp_server: SmtpServer,
+    fleet: Fleet,
+    api: httpx.Client,
+    rc: redis.Redis,
+    smtp_server: SmtpServer,
     webhook_receiver: Receiver,
 ) -> None:
     numbers = [f"+3314268530{i}" for i in range(6)]
     ids = []
     for i, number in enumerate(numbers):
         resp = submit(
-            api, [number], priority=5, home_site="paris", user="alice",
-            notify_email=f"alice{i}@example.com", callback_url=webhook_receiver.url,
+            api,
+            [number],
+            priority=5,
+            home_site="paris",
+            user="alice",
+            notify_email=f"alice{i}@example.com",
+            callback_url=webhook_receiver.url,
         )
         assert resp.status_code == 201, resp.text
         ids.append(resp.json()["id"])
@@ -106,8 +119,11 @@ def test_end_to_end_two_sites_with_notifications(
         assert sorted(pages_received(rc, number, fax["id"])) == [1, 2, 3]
         states = [(t["from_state"], t["to_state"]) for t in fax["history"] if t["recipient"] == 0]
         assert states[:5] == [
-            ("submitted", "rendering"), ("rendering", "routing"), ("routing", "queued"),
-            ("queued", "dialing"), ("dialing", "sending"),
+            ("submitted", "rendering"),
+            ("rendering", "routing"),
+            ("routing", "queued"),
+            ("queued", "dialing"),
+            ("dialing", "sending"),
         ]
         assert states[-1] == ("sending", "done")
         dialing = next(t for t in fax["history"] if t["to_state"] == "dialing")
@@ -120,8 +136,9 @@ def test_end_to_end_two_sites_with_notifications(
         assert len(mails) == 1
         assert mails[0]["To"] == f"alice{i}@example.com"
         assert "delivered" in mails[0]["Subject"]
-        calls = webhook_receiver.wait_for(lambda c, f=fax: c.get("body", {}).get("fax", {})
-                                          .get("id") == f["id"])
+        calls = webhook_receiver.wait_for(
+            lambda c, f=fax: c.get("body", {}).get("fax", {}).get("id") == f["id"]
+        )
         assert len(calls) == 1 and calls[0]["verified"]
         assert calls[0]["body"]["notified_by"] == "paris"
         assert calls[0]["body"]["fax"]["state"] == "done"
@@ -135,9 +152,7 @@ def test_end_to_end_two_sites_with_notifications(
         assert settled["notified_by"] == "paris"
 
 
-def test_retry_after_busy_and_resume_after_dropped_call(
-    api: httpx.Client, rc: redis.Redis
-) -> None:
+def test_retry_after_busy_and_resume_after_dropped_call(api: httpx.Client, rc: redis.Redis) -> None:
     number = "+33142685399"
     rc.rpush(keys.sim_script(number), "busy", "drop:2")
     fax = wait_settled(api, submit(api, [number]).json()["id"])
@@ -230,8 +245,10 @@ def test_bad_input_is_refused_before_queueing(
 ) -> None:
     before = rc.zcard("ff:tenant:acme:jobs")
     resp = api.post(
-        "/v1/faxes", headers=ACME,
-        files=[("documents", ("doc.bin", doc, "application/octet-stream"))], data=fields,
+        "/v1/faxes",
+        headers=ACME,
+        files=[("documents", ("doc.bin", doc, "application/octet-stream"))],
+        data=fields,
     )
     assert resp.status_code == status, resp.text
     assert reason in resp.json()["detail"]
@@ -252,7 +269,9 @@ def test_keys_and_tenants(api: httpx.Client) -> None:
 
 def test_corrupt_pdf_fails_with_render_error(api: httpx.Client) -> None:
     resp = api.post(
-        "/v1/faxes", headers=ACME, data={"to": ["+33142685392"]},
+        "/v1/faxes",
+        headers=ACME,
+        data={"to": ["+33142685392"]},
         files=[("documents", ("broken.pdf", b"%PDF-1.7\n1 0 obj <<>>\ntrunc", "application/pdf"))],
     )
     assert resp.status_code == 201
@@ -280,9 +299,7 @@ def test_sites_endpoint_shows_lines(api: httpx.Client) -> None:
     sites = {s["name"]: s for s in api.get("/v1/sites", headers=ACME).json()}
     assert set(sites) == {"paris", "newyork"}
     assert sites["paris"]["lines_up"] == 2
-    assert {ln["name"] for ln in sites["newyork"]["status"]["lines"]} == {
-        "newyork-1", "newyork-2"
-    }
+    assert {ln["name"] for ln in sites["newyork"]["status"]["lines"]} == {"newyork-1", "newyork-2"}
 
 
 def test_python_client_fails_over_between_api_nodes(fleet: Fleet, tmp_path: Path) -> None:
@@ -308,17 +325,23 @@ def test_cli_send_wait_status_cancel(fleet: Fleet, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "faxfleet.cli"]
     run = subprocess.run(
         [*cmd, "send", str(doc), "--to", "+33142685389", "--priority", "9", "--wait"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     fax_id = run.stdout.split()[0]
     assert fax_id.startswith("fx_")
-    status = subprocess.run([*cmd, "status", fax_id, "--history"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [*cmd, "status", fax_id, "--history"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert status.returncode == 0 and "done" in status.stdout
-    bad = subprocess.run([*cmd, "send", str(doc), "--to", "12"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*cmd, "send", str(doc), "--to", "12"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode != 0 and "to[0]" in bad.stderr
-    cancel = subprocess.run([*cmd, "cancel", fax_id], env=env, capture_output=True,
-                            text=True, timeout=60)
+    cancel = subprocess.run(
+        [*cmd, "cancel", fax_id], env=env, capture_output=True, text=True, timeout=60
+    )
     assert cancel.returncode != 0 and "already done" in cancel.stderr

@@ -27,7 +27,8 @@ ACME = {"X-API-Key": "acme-key"}
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet, server = start_fleet(
-        tmp_path_factory.mktemp("failures"), [SiteSpec("paris", 1)],
+        tmp_path_factory.mktemp("failures"),
+        [SiteSpec("paris", 1)],
         {"FAXFLEET_SIM_PAGE_SECONDS": "0.3"},
     )
     yield fleet
@@ -43,8 +44,12 @@ def api(fleet: Fleet) -> Iterator[httpx.Client]:
 
 def _submit(api: httpx.Client, number: str, pages: int) -> str:
     doc = b"\f".join(f"page {i}".encode() for i in range(1, pages + 1))
-    resp = api.post("/v1/faxes", headers=ACME, data={"to": [number]},
-                    files=[("documents", ("doc.txt", doc, "text/plain"))])
+    resp = api.post(
+        "/v1/faxes",
+        headers=ACME,
+        data={"to": [number]},
+        files=[("documents", ("doc.txt", doc, "text/plain"))],
+    )
     assert resp.status_code == 201, resp.text
     return str(resp.json()["id"])
 
@@ -114,14 +119,12 @@ def test_state_changes_are_published_as_celery_events(fleet: Fleet, api: httpx.C
 
     def listen() -> None:
         with app.connection() as conn:
-            recv = app.events.Receiver(
-                conn, handlers={"task-faxfleet-state": seen.append}
-            )
+            recv = app.events.Receiver(conn, handlers={"task-faxfleet-state": seen.append})
             receivers.append(recv)
             ready.set()
             try:
                 recv.capture(limit=None, timeout=20, wakeup=False)
-            except Exception:  # noqa: BLE001 - stopped or timed out: the test judges `seen`
+            except Exception:
                 return
 
     thread = threading.Thread(target=listen, daemon=True)

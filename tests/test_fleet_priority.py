@@ -23,7 +23,8 @@ ACME = {"X-API-Key": "acme-key"}
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet, server = start_fleet(
-        tmp_path_factory.mktemp("prio"), [SiteSpec("paris", 2)],
+        tmp_path_factory.mktemp("prio"),
+        [SiteSpec("paris", 2)],
         {"FAXFLEET_SIM_PAGE_SECONDS": "0.25"},
     )
     yield fleet
@@ -34,7 +35,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 def _submit(api: httpx.Client, number: str, priority: int, pages: int = 2) -> str:
     doc = b"\f".join(f"page {i}".encode() for i in range(1, pages + 1))
     resp = api.post(
-        "/v1/faxes", headers=ACME, data={"to": [number], "priority": str(priority)},
+        "/v1/faxes",
+        headers=ACME,
+        data={"to": [number], "priority": str(priority)},
         files=[("documents", ("doc.txt", doc, "text/plain"))],
     )
     assert resp.status_code == 201, resp.text
@@ -53,7 +56,9 @@ def _history(api: httpx.Client, fax_id: str) -> dict:
 
 
 def _at(fax: dict, to_state: str) -> datetime:
-    return datetime.fromisoformat(next(t["at"] for t in fax["history"] if t["to_state"] == to_state))
+    return datetime.fromisoformat(
+        next(t["at"] for t in fax["history"] if t["to_state"] == to_state)
+    )
 
 
 def test_urgent_fax_is_next_on_a_freed_line(fleet: Fleet) -> None:

@@ -259,7 +259,9 @@ def test_long_text_breaks_into_full_pages_and_long_lines_wrap() -> None:
     assert text_rows[-1] - text_rows[0] > 3 * 14  # more than three 10 pt lines tall
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.text(min_size=1, max_size=300))
 def test_any_text_renders_or_is_refused_with_a_reason(text: str) -> None:
     try:

@@ -112,9 +112,7 @@ def test_final_causes_fail_at_once(cause: Cause) -> None:
 def test_not_a_fax_retried_once_then_final() -> None:
     first = decide(Cause.NOT_A_FAX, Counters(0, 1, not_a_fax=1), NOW, FAR, RULES)
     assert first.retry_at is not None
-    second = decide(
-        Cause.NOT_A_FAX, Counters(0, 2, not_a_fax=NOT_A_FAX_LIMIT), NOW, FAR, RULES
-    )
+    second = decide(Cause.NOT_A_FAX, Counters(0, 2, not_a_fax=NOT_A_FAX_LIMIT), NOW, FAR, RULES)
     assert second.retry_at is None
     assert second.final_cause == Cause.NOT_A_FAX
 
