@@ -217,6 +217,53 @@ def demo(keep: bool, faxes: int) -> None:
     sys.exit(run_demo(keep=keep, faxes=faxes))
 
 
+@cli.command()
+def compose() -> None:
+    """Print compose.yaml for the fleet topology (the same one the launcher starts)."""
+    from faxfleet.compose import render_compose
+
+    click.echo(render_compose(), nl=False)
+
+
+@cli.command()
+@click.option(
+    "--site",
+    "sites",
+    multiple=True,
+    default=["paris:3", "newyork:3"],
+    show_default=True,
+    help="NAME:LINES (repeatable).",
+)
+@click.option("--api-port", default=8040, show_default=True)
+@click.option("--flower-port", default=5555, show_default=True)
+def up(sites: tuple[str, ...], api_port: int, flower_port: int) -> None:
+    """Run a local fleet against FAXFLEET_REDIS_URL until Ctrl-C (no demo batch)."""
+    import signal
+    import threading
+
+    from faxfleet.fleet import Fleet, SiteSpec
+    from faxfleet.settings import get_settings
+
+    specs = []
+    for item in sites:
+        name, _, lines = item.partition(":")
+        specs.append(SiteSpec(name, int(lines or 2)))
+    env = {"FAXFLEET_REDIS_URL": get_settings().redis_url}
+    fleet = Fleet(
+        specs, env, Path(".fleet/logs").resolve(), api_port=api_port, flower_port=flower_port
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        fleet.start()
+        fleet.wait_ready(timeout=90)
+        console.print(f"fleet up: API {fleet.api_url}, Flower http://127.0.0.1:{flower_port}")
+        stop.wait()
+    finally:
+        fleet.stop()
+
+
 def main() -> None:
     cli(obj={})
 

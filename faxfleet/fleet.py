@@ -67,6 +67,7 @@ def topology(
     api_port: int = 8040,
     flower_port: int | None = None,
     render_concurrency: int = 2,
+    bind: str = "127.0.0.1",
 ) -> list[ServiceSpec]:
     """Every process of a fleet (argv without the Python interpreter)."""
     services: list[ServiceSpec] = []
@@ -109,7 +110,7 @@ def topology(
                 "uvicorn",
                 "scheduler.api:app",
                 "--host",
-                "127.0.0.1",
+                bind,
                 "--port",
                 str(api_port),
                 "--no-access-log",
@@ -128,7 +129,7 @@ def topology(
                     "faxfleet.monitor",
                     "flower",
                     f"--port={flower_port}",
-                    "--address=127.0.0.1",
+                    f"--address={bind}",
                 ],
                 home,
             )

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from faxfleet import keys
@@ -171,14 +172,22 @@ async def submit_fax(request: Request, response: Response, tenant: Tenant) -> Fa
         if not isinstance(item, UploadFile):
             raise intake.Rejected("'documents' must be file uploads")
         uploads.append(intake.Upload(item.filename or "document", await item.read()))
+    fax, new = await run_in_threadpool(_store_and_start, tenant, fax_request, uploads)
+    if not new:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return fax
+
+
+def _store_and_start(
+    tenant: str, fax_request: FaxRequest, uploads: list[intake.Upload]
+) -> tuple[FaxStatus, bool]:
+    """Blocking part of a submission (Redis, Celery), run off the event loop."""
     fax, new = intake.submit(tasks.store(), settings, tenant, fax_request, uploads)
     if new:
         tasks.apply(fax.id, tasks.machine().start)
         fax = tasks.store().get(fax.id)
-    else:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
-    return fax
+    return fax, new
 
 
 def _own(job_id: str, tenant: str, history: bool = False) -> FaxStatus:

@@ -1,0 +1,42 @@
+# faxfleet: `make demo` runs a local two-site fleet doing real work; `make test` runs the tests.
+# Both set up what they need on a fresh Debian machine with Python: system packages via
+# apt-get (when root and missing) and Python packages in .venv.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint bench system venv clean
+
+demo: system venv
+	$(BIN)/faxfleet demo
+
+test: system venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-fast: venv
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not fleet"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+bench: system venv
+	$(BIN)/python bench/submit_bench.py
+
+system:
+	@./scripts/system-deps.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .fleet .pytest_cache .ruff_cache
