@@ -81,11 +81,6 @@ def route(order: dict[str, Any]) -> str | None:
         )
         return None
     site = placement.site
-    # The event first: the home site learns "queued" before the site can report dialing.
-    _event(
-        Routed(job_id=o.job_id, recipient=o.recipient, attempt=o.attempt, site=site, at=now()),
-        o.home_site,
-    )
     send = SendOrder(
         job_id=o.job_id,
         recipient=o.recipient,
@@ -105,6 +100,12 @@ def route(order: dict[str, Any]) -> str | None:
         kwargs={"order": send.model_dump(mode="json")},
         queue=names.site_queue(site),
         priority=names.celery_priority(o.priority),
+    )
+    # The order first, then the event: "queued" means the order is in the site's queue.
+    # A site fast enough to report dialing before this event lands implies it.
+    _event(
+        Routed(job_id=o.job_id, recipient=o.recipient, attempt=o.attempt, site=site, at=now()),
+        o.home_site,
     )
     log.info(
         "routed",

@@ -250,7 +250,10 @@ class Lifecycle:
         idx = ev.recipient
         common = {"site": ev.site, "line": ev.line, "event_seq": ev.seq, "at": ev.at}
         if ev.phase == "dialing":
-            if r.state != S.QUEUED:
+            if r.state == S.ROUTING:
+                # The site started before the router's "routed" event arrived.
+                draft.move(idx, S.QUEUED, site=ev.site, at=ev.at)
+            elif r.state != S.QUEUED:
                 return []
             draft.move(idx, S.DIALING, **common)
         else:

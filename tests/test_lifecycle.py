@@ -84,6 +84,7 @@ class Fax:
     def __init__(self, status: FaxStatus) -> None:
         self.status = status
         self.last: Draft | None = None
+        self.draft_transitions: list = []
 
     def step(self, change: Callable[[Draft], list[Effect]]) -> list[Effect]:
         draft = Draft(self.status)
@@ -93,6 +94,7 @@ class Fax:
             draft.set(state=summary)
         self.status = draft.status
         self.last = draft
+        self.draft_transitions += draft.transitions
         return effects
 
     def r(self, index: int = 0) -> RecipientStatus:
@@ -594,3 +596,19 @@ def test_notify_only_when_the_last_recipient_settles(lc: Lifecycle) -> None:
     notifies.append(of_type(effects, Notify))
     assert fax.status.state == S.DONE
     assert notifies == [[], [Notify("fx_test")], []]
+
+
+def test_dialing_before_the_routed_event_implies_queued(lc: Lifecycle) -> None:
+    """The router pushes the order, then reports; a fast site may report dialing first."""
+    fax = Fax(make_fax(1))
+    fax.step(lc.start)
+    fax.step(lambda d: lc.on_render_done(d, RenderDone(job_id="fx_test", pages=1, at=now())))
+    assert fax.r().state == S.ROUTING
+    fax.step(lambda d: lc.on_progress(d, progress(1, "dialing")))
+    assert fax.r().state == S.DIALING
+    assert fax.r().site == progress(1, "dialing").site
+    late = Routed(job_id="fx_test", recipient=0, attempt=1, site="lyon", at=now())
+    assert fax.step(lambda d: lc.on_routed(d, late)) == []
+    assert fax.r().state == S.DIALING
+    moves = [(t.from_state, t.to_state) for t in fax.draft_transitions if t.recipient == 0]
+    assert (S.ROUTING, S.QUEUED) in moves and (S.QUEUED, S.DIALING) in moves
