@@ -102,11 +102,20 @@ def queue_depth(client: Any, queue: str) -> int:
         return int(sum(pipe.execute()))
 
 
+def send(app: Celery, task: str, field: str, message: Any, queue: str, priority: int) -> None:
+    """Send ``message`` (a pydantic model) as keyword ``field`` of ``task`` on ``queue``."""
+    app.send_task(
+        task, kwargs={field: message.model_dump(mode="json")}, queue=queue, priority=priority
+    )
+
+
 def emit(app: Celery, event: Any, home_site: str) -> None:
     """Send a lifecycle event to the home site's scheduler, ahead of any work."""
-    app.send_task(
+    send(
+        app,
         EVENT_TASK,
-        kwargs={"envelope": EventEnvelope(event=event).model_dump(mode="json")},
-        queue=events_queue(home_site),
-        priority=EVENT_PRIORITY,
+        "envelope",
+        EventEnvelope(event=event),
+        events_queue(home_site),
+        EVENT_PRIORITY,
     )

@@ -202,26 +202,12 @@ class RouteOrder(Message):
         return f"{self.job_id}:{self.recipient}:{self.attempt}"
 
 
-class SendOrder(Message):
-    """What a site worker needs to make one attempt on one recipient."""
+class SendOrder(RouteOrder):
+    """What a site worker needs to make one attempt on one recipient: the route order
+    plus the site it was placed on. ``first_page`` is where the call starts (resume)."""
 
-    job_id: str
-    recipient: int
-    attempt: int
-    number: str
-    pages: int
-    first_page: int
-    """1-based page to start from (resume after a partial earlier attempt)."""
-    priority: int
-    home_site: str
     site: str
-    tenant: str
-    sender: str | None = None
     routed_at: datetime
-
-    @property
-    def attempt_id(self) -> str:
-        return f"{self.job_id}:{self.recipient}:{self.attempt}"
 
 
 # ----------------------------------------------------------------------------------------

@@ -7,14 +7,12 @@ harmless.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import redis
 
 from faxfleet import celery_app as names
 from faxfleet import keys
-from faxfleet.log import get_logger, setup_logging
 from faxfleet.messages import (
     Cause,
     Routed,
@@ -24,19 +22,15 @@ from faxfleet.messages import (
     Unroutable,
     now,
 )
-from faxfleet.redis_conn import connect
-from faxfleet.settings import get_settings
+from faxfleet.runtime import runtime
 from routing.policy import Candidate, place
 
-log = get_logger("faxfleet.routing")
-settings = get_settings()
-setup_logging(settings.log_level, settings.log_format)
-app = names.make_celery("faxfleet-routing", settings)
+rt = runtime("routing")
+log, settings, app = rt.log, rt.settings, rt.app
 
 
-@lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return connect(settings)
+    return rt.redis
 
 
 def live_candidates(r: redis.Redis) -> list[Candidate]:
@@ -81,25 +75,14 @@ def route(order: dict[str, Any]) -> str | None:
         )
         return None
     site = placement.site
-    send = SendOrder(
-        job_id=o.job_id,
-        recipient=o.recipient,
-        attempt=o.attempt,
-        number=o.number,
-        pages=o.pages,
-        first_page=o.first_page,
-        priority=o.priority,
-        home_site=o.home_site,
-        site=site,
-        tenant=o.tenant,
-        sender=o.sender,
-        routed_at=now(),
-    )
-    app.send_task(
+    send = SendOrder(**o.model_dump(), site=site, routed_at=now())
+    names.send(
+        app,
         names.SEND_TASK,
-        kwargs={"order": send.model_dump(mode="json")},
-        queue=names.site_queue(site),
-        priority=names.celery_priority(o.priority),
+        "order",
+        send,
+        names.site_queue(site),
+        names.celery_priority(o.priority),
     )
     # The order first, then the event: "queued" means the order is in the site's queue.
     # A site fast enough to report dialing before this event lands implies it.

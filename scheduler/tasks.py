@@ -19,7 +19,6 @@ from celery import Task
 
 from faxfleet import celery_app as names
 from faxfleet import keys
-from faxfleet.log import get_logger, setup_logging
 from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
@@ -30,21 +29,18 @@ from faxfleet.messages import (
     Routed,
     Unroutable,
 )
-from faxfleet.redis_conn import connect
-from faxfleet.settings import get_settings
+from faxfleet.runtime import runtime
 from scheduler import lifecycle, notify
 from scheduler.lifecycle import Changed, Effect, Lifecycle, Notify, Render, Route
 from scheduler.store import Draft, JobStore, UnknownJob
 
-log = get_logger("faxfleet.scheduler")
-settings = get_settings()
-setup_logging(settings.log_level, settings.log_format)
-app = names.make_celery("faxfleet-scheduler", settings)
+rt = runtime("scheduler")
+log, settings, app = rt.log, rt.settings, rt.app
 
 
 @lru_cache(maxsize=1)
 def store() -> JobStore:
-    return JobStore(connect(settings), settings.retention_seconds)
+    return JobStore(rt.redis, settings.retention_seconds)
 
 
 @lru_cache(maxsize=1)
@@ -57,18 +53,22 @@ def perform(effects: Iterable[Effect], monitor: Task | None = None) -> None:
     for effect in effects:
         match effect:
             case Route(order):
-                app.send_task(
+                names.send(
+                    app,
                     names.ROUTE_TASK,
-                    kwargs={"order": order.model_dump(mode="json")},
-                    queue=names.ROUTING_QUEUE,
-                    priority=names.celery_priority(order.priority),
+                    "order",
+                    order,
+                    names.ROUTING_QUEUE,
+                    names.celery_priority(order.priority),
                 )
             case Render(order):
-                app.send_task(
+                names.send(
+                    app,
                     names.RENDER_TASK,
-                    kwargs={"order": order.model_dump(mode="json")},
-                    queue=names.RENDER_QUEUE,
-                    priority=names.celery_priority(order.priority),
+                    "order",
+                    order,
+                    names.RENDER_QUEUE,
+                    names.celery_priority(order.priority),
                 )
             case Notify(job_id):
                 _queue_notifications(job_id)
@@ -102,11 +102,13 @@ def _queue_notifications(job_id: str) -> None:
         if not target:
             continue
         order = NotifyOrder(job_id=job_id, home_site=fax.home_site, channel=channel, target=target)
-        app.send_task(
+        names.send(
+            app,
             names.NOTIFY_TASK,
-            kwargs={"order": order.model_dump(mode="json")},
-            queue=names.notify_queue(fax.home_site),
-            priority=names.EVENT_PRIORITY,
+            "order",
+            order,
+            names.notify_queue(fax.home_site),
+            names.EVENT_PRIORITY,
         )
 
 

@@ -345,3 +345,27 @@ def test_cli_send_wait_status_cancel(fleet: Fleet, tmp_path: Path) -> None:
         [*cmd, "cancel", fax_id], env=env, capture_output=True, text=True, timeout=60
     )
     assert cancel.returncode != 0 and "already done" in cancel.stderr
+
+
+def test_callback_is_retried_until_the_receiver_is_back(
+    api: httpx.Client, webhook_receiver: Receiver
+) -> None:
+    with webhook_receiver.cond:
+        webhook_receiver.fail_next = 2
+    resp = submit(api, ["+33142685388"], callback_url=webhook_receiver.url)
+    fax_id = resp.json()["id"]
+    wait_settled(api, fax_id)
+    calls = webhook_receiver.wait_for(
+        lambda c: c.get("body", {}).get("fax", {}).get("id") == fax_id
+    )
+    assert len(calls) == 1 and calls[0]["verified"]
+    assert webhook_receiver.fail_next == 0  # both refusals were seen before the success
+    deadline = time.monotonic() + 10
+    while True:
+        fax = api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()
+        notes = [t["detail"] for t in fax["history"] if t["recipient"] is None and t["detail"]]
+        if any("webhook notification delivered" in n for n in notes):
+            break
+        assert time.monotonic() < deadline, notes
+        time.sleep(0.1)
+    assert fax["notified_by"] == "paris"

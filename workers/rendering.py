@@ -6,7 +6,6 @@ pool child with time limits, so one bad document cannot take the worker down.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -14,25 +13,20 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from faxfleet import celery_app as names
 from faxfleet import keys
-from faxfleet.log import get_logger, setup_logging
 from faxfleet.messages import RenderDone, RenderFailed, RenderOrder, now
-from faxfleet.redis_conn import connect
-from faxfleet.settings import get_settings
+from faxfleet.runtime import runtime
 from workers.render import RenderError, render_documents
 
-log = get_logger("faxfleet.render")
-settings = get_settings()
-setup_logging(settings.log_level, settings.log_format)
-app = names.make_celery("faxfleet-render", settings)
+rt = runtime("render")
+log, settings, app = rt.log, rt.settings, rt.app
 app.conf.worker_max_memory_per_child = 1_000_000  # KiB: recycle a child past ~1 GB
 
 RENDER_SOFT_LIMIT = 120
 RENDER_HARD_LIMIT = 150
 
 
-@lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return connect(settings)
+    return rt.redis
 
 
 @app.task(name=names.RENDER_TASK, soft_time_limit=RENDER_SOFT_LIMIT, time_limit=RENDER_HARD_LIMIT)

@@ -19,7 +19,6 @@ from celery import signals
 
 from faxfleet import celery_app as names
 from faxfleet import keys
-from faxfleet.log import get_logger, setup_logging
 from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
@@ -28,22 +27,19 @@ from faxfleet.messages import (
     SiteStatus,
     now,
 )
-from faxfleet.redis_conn import connect
+from faxfleet.runtime import runtime
 from faxfleet.settings import get_settings
 from workers.lines.base import Call, SendReport
 from workers.lines.pool import LinePool
 from workers.lines.simulated import SimulatedLine, SimulatedNetwork
 
-log = get_logger("faxfleet.site")
-settings = get_settings()
-setup_logging(settings.log_level, settings.log_format)
-app = names.make_celery(f"faxfleet-site-{settings.site}", settings)
+rt = runtime(f"site-{get_settings().site}")
+log, settings, app = rt.log, rt.settings, rt.app
 WORKER_ID = f"{settings.site}@{socket.gethostname()}"
 
 
-@lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return connect(settings)
+    return rt.redis
 
 
 @lru_cache(maxsize=1)

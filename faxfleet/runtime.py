@@ -1,0 +1,42 @@
+"""What every service process starts with: settings, logging, its Celery app, Redis.
+
+One call per service module (``rt = runtime("routing")``) instead of the same five lines
+in each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+from celery import Celery
+
+from faxfleet.celery_app import make_celery
+from faxfleet.log import ContextLogger, get_logger, setup_logging
+from faxfleet.redis_conn import connect
+from faxfleet.settings import Settings, get_settings
+
+
+@dataclass
+class Runtime:
+    name: str
+    settings: Settings
+    app: Celery
+    log: ContextLogger
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """Opened on first use, so importing a service module needs no Redis."""
+        return connect(self.settings)
+
+
+def runtime(name: str) -> Runtime:
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    return Runtime(
+        name=name,
+        settings=settings,
+        app=make_celery(f"faxfleet-{name}", settings),
+        log=get_logger(f"faxfleet.{name}"),
+    )
