@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -157,9 +158,11 @@ FAST_FLEET_ENV = {
 }
 
 
-def start_fleet(
+@contextmanager
+def running_fleet(
     tmp: Path, sites: list[SiteSpec], extra_env: dict[str, str] | None = None
-) -> tuple[Fleet, RedisServer]:
+) -> Iterator[Fleet]:
+    """A time-scaled fleet on its own redis-server, stopped (with its Redis) on exit."""
     server = RedisServer(tmp / "redis").start()
     api_port = free_port()
     env = {
@@ -172,8 +175,12 @@ def start_fleet(
     try:
         fleet.start()
         fleet.wait_ready()
-    except Exception:
+        yield fleet
+    finally:
         fleet.stop()
         server.stop()
-        raise
-    return fleet, server
+
+
+def paged_text(pages: int) -> bytes:
+    """A plain-text document of ``pages`` pages (form feeds break pages)."""
+    return b"\f".join(f"page {i}".encode() for i in range(1, pages + 1))

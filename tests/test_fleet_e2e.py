@@ -15,7 +15,7 @@ import redis
 from faxfleet import keys
 from faxfleet.client import FaxClient
 from faxfleet.fleet import Fleet, SiteSpec
-from tests.conftest import Receiver, SmtpServer, start_fleet
+from tests.conftest import Receiver, SmtpServer, paged_text, running_fleet
 
 pytestmark = pytest.mark.fleet
 
@@ -29,14 +29,12 @@ def fleet(
     tmp_path_factory: pytest.TempPathFactory, smtp_server: SmtpServer, webhook_receiver: Receiver
 ) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("fleet")
-    fleet, server = start_fleet(
+    with running_fleet(
         tmp,
         [SiteSpec("paris", 2), SiteSpec("newyork", 2)],
         {"FAXFLEET_SMTP_PORT": str(smtp_server.port)},
-    )
-    yield fleet
-    fleet.stop()
-    server.stop()
+    ) as fleet:
+        yield fleet
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +194,7 @@ def test_several_recipients_have_their_own_status(api: httpx.Client, rc: redis.R
 
 def test_cancel_reaches_the_line(api: httpx.Client, rc: redis.Redis) -> None:
     number = "+33142685395"
-    long_doc = b"\f".join(f"page {i}".encode() for i in range(1, 21))
+    long_doc = paged_text(20)
     fax_id = submit(api, [number], doc=long_doc).json()["id"]
     deadline = time.monotonic() + 30
     while api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()["recipients"][0]["page"] is None:

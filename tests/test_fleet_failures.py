@@ -17,7 +17,7 @@ from faxfleet import keys
 from faxfleet.celery_app import make_celery
 from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.settings import Settings
-from tests.conftest import start_fleet
+from tests.conftest import paged_text, running_fleet
 
 pytestmark = pytest.mark.fleet
 
@@ -26,14 +26,12 @@ ACME = {"X-API-Key": "acme-key"}
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    fleet, server = start_fleet(
+    with running_fleet(
         tmp_path_factory.mktemp("failures"),
         [SiteSpec("paris", 1)],
         {"FAXFLEET_SIM_PAGE_SECONDS": "0.3"},
-    )
-    yield fleet
-    fleet.stop()
-    server.stop()
+    ) as fleet:
+        yield fleet
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def api(fleet: Fleet) -> Iterator[httpx.Client]:
 
 
 def _submit(api: httpx.Client, number: str, pages: int) -> str:
-    doc = b"\f".join(f"page {i}".encode() for i in range(1, pages + 1))
+    doc = paged_text(pages)
     resp = api.post(
         "/v1/faxes",
         headers=ACME,

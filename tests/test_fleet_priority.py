@@ -13,7 +13,7 @@ import redis
 
 from faxfleet import celery_app as names
 from faxfleet.fleet import Fleet, SiteSpec
-from tests.conftest import start_fleet
+from tests.conftest import paged_text, running_fleet
 
 pytestmark = pytest.mark.fleet
 
@@ -22,18 +22,16 @@ ACME = {"X-API-Key": "acme-key"}
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    fleet, server = start_fleet(
+    with running_fleet(
         tmp_path_factory.mktemp("prio"),
         [SiteSpec("paris", 2)],
         {"FAXFLEET_SIM_PAGE_SECONDS": "0.25"},
-    )
-    yield fleet
-    fleet.stop()
-    server.stop()
+    ) as fleet:
+        yield fleet
 
 
 def _submit(api: httpx.Client, number: str, priority: int, pages: int = 2) -> str:
-    doc = b"\f".join(f"page {i}".encode() for i in range(1, pages + 1))
+    doc = paged_text(pages)
     resp = api.post(
         "/v1/faxes",
         headers=ACME,

@@ -193,6 +193,11 @@ def load_pages(r: redis.Redis, job_id: str, first: int, last: int) -> Sequence[b
     return [p for p in pages if p is not None]
 
 
+def _refuse(o: SendOrder, cause: Cause, detail: str) -> None:
+    """End an attempt that never reached a line."""
+    AttemptReporter(o, None).result(SendReport(False, o.first_page - 1, False, cause, detail))
+
+
 @app.task(name=names.SEND_TASK)
 def send(order: dict[str, Any]) -> None:
     """Make one attempt: claim it, take a line, dial, send page by page, report."""
@@ -207,22 +212,13 @@ def send(order: dict[str, Any]) -> None:
         )
         return
     if r.exists(keys.cancel_flag(o.job_id)):
-        AttemptReporter(o, None).result(
-            SendReport(False, o.first_page - 1, False, Cause.CANCELLED, "cancelled before dialing")
-        )
-        return
+        return _refuse(o, Cause.CANCELLED, "cancelled before dialing")
     pages = load_pages(r, o.job_id, o.first_page, o.pages)
     if pages is None or o.pages < 1:
-        AttemptReporter(o, None).result(
-            SendReport(False, o.first_page - 1, False, Cause.RENDER_ERROR, "rendered pages missing")
-        )
-        return
+        return _refuse(o, Cause.RENDER_ERROR, "rendered pages missing")
     line = pool().acquire(o.job_id, o.recipient)
     if line is None:
-        AttemptReporter(o, None).result(
-            SendReport(False, o.first_page - 1, False, Cause.LINE_UNAVAILABLE, "no line in service")
-        )
-        return
+        return _refuse(o, Cause.LINE_UNAVAILABLE, "no line in service")
     reporter = AttemptReporter(o, line.name)
     started = now()
     try:
