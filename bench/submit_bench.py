@@ -243,7 +243,9 @@ class CpuWatch:
         t0, own0, machine0 = self._start
         t1, own1, machine1 = self._snapshot()
         per_second = CLOCK_TICKS * (t1 - t0)
-        busy, steal, interrupts = ((b - a) / per_second for a, b in zip(machine0, machine1))
+        busy, steal, interrupts = (
+            (b - a) / per_second for a, b in zip(machine0, machine1, strict=True)
+        )
         return CpuUse(
             groups={name: (own1[name] - own0[name]) / per_second for name in own1},
             busy=busy,
@@ -260,6 +262,18 @@ def background_load(seconds: float = 1.0) -> CpuUse:
     return watch.stop()
 
 
+def wait_for_quiet(max_wait: float, threshold: float = 0.1) -> float:
+    """Wait (at most ``max_wait`` s) until other processes use under ``threshold`` cores
+    for a second: on a shared machine, a neighbour's test run otherwise lands in the
+    figures. Returns the load seen last."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        others = background_load().others
+        if others < threshold or time.monotonic() >= deadline:
+            return others
+        time.sleep(2)
+
+
 # -- running things in threads ----------------------------------------------------------------
 
 Worker = Callable[[int], None]
@@ -267,6 +281,9 @@ Worker = Callable[[int], None]
 
 WorkerFactory = Callable[[], contextlib.AbstractContextManager[Worker]]
 """Opens one client's connection and yields its operation (one per thread)."""
+
+Quiet = Callable[[], object]
+"""Called before each measured run: waits for the machine to be idle, or does nothing."""
 
 
 def timed_run(
@@ -314,6 +331,7 @@ def measure(
     total: int,
     threads: int,
     watch: CpuWatch,
+    quiet: Quiet,
     repeats: int = 1,
 ) -> Throughput:
     """Warm up, then time ``repeats`` runs and keep the median one.
@@ -322,6 +340,7 @@ def measure(
     a large factor; their median of several runs is the stable figure.
     """
     timed_run(factory, min(WARMUP, total), threads)  # connections, imports, caches
+    quiet()
     runs = sorted(
         (timed_run(factory, total, threads, watch) for _ in range(repeats)), key=lambda run: run[0]
     )
@@ -444,7 +463,7 @@ def redis_pid(server: RedisServer) -> int:
 
 
 def throughput_part(
-    server: RedisServer, log_dir: Path, n: int
+    server: RedisServer, log_dir: Path, n: int, quiet: Quiet
 ) -> list[tuple[Throughput, Throughput]]:
     """API figures, each paired with the LPUSH figure at the same concurrency."""
     with running_fleet(server.url, log_dir / "api-only", only={"api"}) as fleet:
@@ -455,16 +474,16 @@ def throughput_part(
             }
         )
         http = http_submitter(fleet.api_url)
-        api_seq = measure("HTTP API (httpx), sequential", http, n, 1, watch)
-        api_par = measure(f"HTTP API (httpx), {THREADS} threads", http, n, THREADS, watch)
+        api_seq = measure("HTTP API (httpx), sequential", http, n, 1, watch, quiet)
+        api_par = measure(f"HTTP API (httpx), {THREADS} threads", http, n, THREADS, watch, quiet)
         client = client_submitter(fleet.api_url)
-        client_seq = measure("FaxClient.send, sequential", client, n, 1, watch)
+        client_seq = measure("FaxClient.send, sequential", client, n, 1, watch, quiet)
     key = "bench:lpush"
     push = lpush_pusher(server.url, key)
     watch = CpuWatch({"redis": [redis_pid(server)]})
-    push_seq = measure("LPUSH 1 KB JSON, sequential", push, n, 1, watch, LPUSH_REPEATS)
+    push_seq = measure("LPUSH 1 KB JSON, sequential", push, n, 1, watch, quiet, LPUSH_REPEATS)
     push_par = measure(
-        f"LPUSH 1 KB JSON, {THREADS} threads", push, n, THREADS, watch, LPUSH_REPEATS
+        f"LPUSH 1 KB JSON, {THREADS} threads", push, n, THREADS, watch, quiet, LPUSH_REPEATS
     )
     redis.Redis.from_url(server.url).delete(key)
     return [(api_seq, push_seq), (api_par, push_par), (client_seq, push_seq)]
@@ -567,7 +586,7 @@ def summarise(
 
 
 def latency_part(
-    server: RedisServer, log_dir: Path, mode: Mode
+    server: RedisServer, log_dir: Path, mode: Mode, quiet: Quiet
 ) -> tuple[LatencyResult, Spread, CpuUse]:
     with running_fleet(server.url, log_dir / "fleet") as fleet:
         time.sleep(2)  # let every worker finish starting before the clock matters
@@ -577,11 +596,13 @@ def latency_part(
                 "redis": [redis_pid(server)],
             }
         )
+        quiet()
         watch.start()
         ids, achieved = submit_steadily(fleet.api_url, mode.latency_faxes, mode.rate)
         cpu = watch.stop()
         faxes = wait_settled(fleet.api_url, ids, timeout=60 + mode.latency_faxes / mode.rate)
         # Baseline with the fleet up but idle: same Redis, same background pollers.
+        quiet()
         watch.start()
         round_trip = brpop_round_trips(server.url, mode.round_trips)
         rtt_cpu = watch.stop()
@@ -711,8 +732,20 @@ def print_latency(result: LatencyResult, round_trip: Spread, rtt_cpu: CpuUse, mo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=200, M=60 (under a minute)")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each measured run, wait up to SECONDS for other processes to go quiet",
+    )
     args = parser.parse_args(argv)
     mode = QUICK if args.quick else DEFAULT
+
+    def quiet() -> None:
+        if args.wait_idle > 0:
+            wait_for_quiet(args.wait_idle)
+
     # SIGTERM becomes SystemExit so the finally blocks below stop every process.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log_dir = Path(tempfile.mkdtemp(prefix="faxfleet-bench-"))
@@ -721,10 +754,10 @@ def main(argv: list[str] | None = None) -> int:
     server = RedisServer(log_dir / "redis")
     try:
         server.start()
-        print_throughput(throughput_part(server, log_dir, mode.submissions))
+        print_throughput(throughput_part(server, log_dir, mode.submissions, quiet))
         # The API-only run left render orders queued: a clean Redis for the full fleet.
         redis.Redis.from_url(server.url).flushall()
-        result, round_trip, rtt_cpu = latency_part(server, log_dir, mode)
+        result, round_trip, rtt_cpu = latency_part(server, log_dir, mode, quiet)
         print_latency(result, round_trip, rtt_cpu, mode)
     finally:
         server.stop()

@@ -197,12 +197,18 @@ class JobStore:
     # -- reading ----------------------------------------------------------------------
 
     def get(self, job_id: str, *, history: bool = False) -> FaxStatus:
-        raw = self.r.get(job_key(job_id))
+        """The fax; with ``history``, the fax and its log read in one transaction so the
+        two always agree."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.get(job_key(job_id))
+            if history:
+                pipe.lrange(log_key(job_id), 0, -1)
+            raw, *rest = pipe.execute()
         if raw is None:
             raise UnknownJob(job_id)
         status = FaxStatus.model_validate_json(raw)
         if history:
-            log = [Transition.model_validate_json(x) for x in self.r.lrange(log_key(job_id), 0, -1)]
+            log = [Transition.model_validate_json(x) for x in rest[0]]
             status = status.model_copy(update={"history": log})
         return status
 

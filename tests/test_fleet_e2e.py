@@ -366,4 +366,4 @@ def test_callback_is_retried_until_the_receiver_is_back(
             break
         assert time.monotonic() < deadline, notes
         time.sleep(0.1)
-    assert fax["notified_by"] == "paris"
+    assert fax["notified_by"] == "paris", fax
