@@ -122,6 +122,7 @@ class Throughput:
     seconds: float
     threads: int
     cpu: CpuUse
+    runs: int
 
     @property
     def rate(self) -> float:
@@ -286,14 +287,11 @@ Quiet = Callable[[], object]
 """Called before each measured run: waits for the machine to be idle, or does nothing."""
 
 
-def timed_run(
-    factory: WorkerFactory, total: int, threads: int, watch: CpuWatch | None = None
-) -> tuple[float, CpuUse | None]:
+def timed_run(factory: WorkerFactory, total: int, threads: int) -> float:
     """Run ``total`` operations split over ``threads`` clients; return wall seconds.
 
     Every thread opens its client before a shared barrier, so connection setup is not
-    counted, and the clock (and the CPU watch) runs from the barrier to the last thread's
-    end.
+    counted, and the clock runs from the barrier to the last thread's end.
     """
     barrier = threading.Barrier(threads + 1)
     errors: list[BaseException] = []
@@ -311,18 +309,15 @@ def timed_run(
     workers = [threading.Thread(target=body, args=(t,)) for t in range(threads)]
     for w in workers:
         w.start()
-    if watch:
-        watch.start()
     with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait()
     start = time.perf_counter()
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - start
-    use = watch.stop() if watch else None
     if errors:
         raise errors[0]
-    return elapsed, use
+    return elapsed
 
 
 def measure(
@@ -332,21 +327,24 @@ def measure(
     threads: int,
     watch: CpuWatch,
     quiet: Quiet,
-    repeats: int = 1,
+    min_seconds: float = 0.0,
 ) -> Throughput:
-    """Warm up, then time ``repeats`` runs and keep the median one.
+    """Warm up, then time runs of ``total`` operations until ``min_seconds`` are measured
+    (one run at least), and keep the median run.
 
-    Raw Redis runs last a few milliseconds, so one scheduler hiccup would swing them by
-    a large factor; their median of several runs is the stable figure.
+    A raw Redis run of N operations lasts milliseconds: one scheduler hiccup swings it by
+    a large factor, and CPU time comes in 10 ms ticks. Repeated for a second, it gives a
+    stable median, and a CPU figure (over all runs) that means something.
     """
     timed_run(factory, min(WARMUP, total), threads)  # connections, imports, caches
     quiet()
-    runs = sorted(
-        (timed_run(factory, total, threads, watch) for _ in range(repeats)), key=lambda run: run[0]
-    )
-    seconds, use = runs[len(runs) // 2]
-    assert use is not None
-    return Throughput(label, total, seconds, threads, use)
+    runs: list[float] = []
+    watch.start()
+    while not runs or sum(runs) < min_seconds:
+        runs.append(timed_run(factory, total, threads))
+    use = watch.stop()
+    runs.sort()
+    return Throughput(label, total, runs[len(runs) // 2], threads, use, len(runs))
 
 
 # -- submissions ------------------------------------------------------------------------------
@@ -454,7 +452,7 @@ def running_fleet(redis_url: str, log_dir: Path, only: set[str] | None = None) -
 
 # -- part 1 + 2: throughput ---------------------------------------------------------------------
 
-LPUSH_REPEATS = 5
+BASELINE_SECONDS = 1.0
 
 
 def redis_pid(server: RedisServer) -> int:
@@ -481,9 +479,9 @@ def throughput_part(
     key = "bench:lpush"
     push = lpush_pusher(server.url, key)
     watch = CpuWatch({"redis": [redis_pid(server)]})
-    push_seq = measure("LPUSH 1 KB JSON, sequential", push, n, 1, watch, quiet, LPUSH_REPEATS)
+    push_seq = measure("LPUSH 1 KB JSON, sequential", push, n, 1, watch, quiet, BASELINE_SECONDS)
     push_par = measure(
-        f"LPUSH 1 KB JSON, {THREADS} threads", push, n, THREADS, watch, quiet, LPUSH_REPEATS
+        f"LPUSH 1 KB JSON, {THREADS} threads", push, n, THREADS, watch, quiet, BASELINE_SECONDS
     )
     redis.Redis.from_url(server.url).delete(key)
     return [(api_seq, push_seq), (api_par, push_par), (client_seq, push_seq)]
@@ -672,8 +670,9 @@ def print_throughput(pairs: list[tuple[Throughput, Throughput]]) -> None:
     print("     for the CPUs); each submission is validated, stored and its render task queued,")
     print("     i.e. the full submission path. Baseline: raw redis-py LPUSH of a 1 KB JSON")
     print(
-        f"     (median of {LPUSH_REPEATS} runs). ratio = API rate / LPUSH rate, same concurrency."
+        f"     (median of N-op runs repeated for {BASELINE_SECONDS:g} s); ratio = API rate / LPUSH"
     )
+    print("     rate at the same concurrency.")
     print(f"  {'':<32}{'N':>6}{'seconds':>9}{'per s':>9}", end="")
     print(f"   {'baseline':<28}{'per s':>9}{'ratio':>8}")
     for api, base in pairs:
@@ -686,7 +685,8 @@ def print_throughput(pairs: list[tuple[Throughput, Throughput]]) -> None:
     for run in [p for pair in pairs for p in pair]:
         if run.label not in seen:
             seen.add(run.label)
-            print(f"  {run.label:<32}{cpu_text(run.cpu)}")
+            runs = f" ({run.runs} runs)" if run.runs > 1 else ""
+            print(f"  {run.label + runs:<42}{cpu_text(run.cpu)}")
     print()
 
 

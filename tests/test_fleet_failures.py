@@ -15,7 +15,8 @@ import redis
 
 from faxfleet import keys
 from faxfleet.celery_app import make_celery
-from faxfleet.fleet import Fleet, SiteSpec
+from faxfleet.fleet import Fleet, ServiceSpec, SiteSpec
+from faxfleet.redis_server import free_port
 from faxfleet.settings import Settings
 from tests.conftest import paged_text, running_fleet
 
@@ -140,3 +141,47 @@ def test_state_changes_are_published_as_celery_events(fleet: Fleet, api: httpx.C
     states = [e["state"] for e in seen if e["job"] == fax_id]
     assert states[0] == "routing" and states[-1] == "done"
     assert {"queued", "dialing", "sending"} <= set(states)
+
+
+def test_flower_sees_the_fleets_tasks(fleet: Fleet, api: httpx.Client) -> None:
+    port = free_port()
+    spec = ServiceSpec(
+        "flower-test",
+        [
+            "-m",
+            "celery",
+            "-A",
+            "faxfleet.monitor",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ],
+        {"FLOWER_UNAUTHENTICATED_API": "true"},
+    )
+    fleet.start_service(spec)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "Flower did not start"
+            time.sleep(0.2)
+        time.sleep(1.0)  # let Flower's event receiver attach
+        fax_id = _submit(api, "+33142685504", pages=1)
+        _wait(api, fax_id, lambda f: f["state"] == "done")
+        deadline = time.monotonic() + 15
+        while True:
+            tasks = httpx.get(base + "/api/tasks", timeout=5).json()
+            names = {t.get("name") for t in tasks.values()}
+            if {"faxfleet.render", "faxfleet.route", "faxfleet.send"} <= names:
+                break
+            assert time.monotonic() < deadline, names
+            time.sleep(0.3)
+        sends = [t for t in tasks.values() if t.get("name") == "faxfleet.send"]
+        assert any(fax_id in (t.get("kwargs") or "") for t in sends)
+    finally:
+        fleet.stop_service("flower-test")
