@@ -10,6 +10,7 @@ mid-fax, one never answering); shows progress live and ends with a summary. With
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -131,7 +132,8 @@ def summary_table(faxes: list[FaxStatus]) -> Table:
 
 def run_demo(*, keep: bool = True, faxes: int = len(BATCH), run_dir: Path | None = None) -> int:
     run_dir = (run_dir or Path(".fleet")).resolve()
-    server = RedisServer(run_dir / "redis").start()
+    shutil.rmtree(run_dir / "redis", ignore_errors=True)  # every demo starts empty
+    server = RedisServer(run_dir / "redis", appendonly=True).start()
     mails = _MailCounter()
     smtp_port = free_port()
     smtp = Controller(mails, hostname="127.0.0.1", port=smtp_port)

@@ -235,3 +235,23 @@ def test_due_entry_is_claimed_once(store: JobStore, r: redis.Redis) -> None:
     assert store.due(TIMERS, 250.0) == []
     assert store.due(TIMERS, 1000.0) == ["route:fx_z:0"]
     assert store.claim(TIMERS, "route:fx_x:0") is False
+
+
+def test_jobs_and_their_logs_survive_a_redis_restart_with_aof(tmp_path) -> None:
+    from faxfleet.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "aof", appendonly=True).start()
+    try:
+        store = JobStore(redis.Redis.from_url(server.url))
+        store.create(make_fax("fx_durable"), "key-1")
+        store.update("fx_durable", lambda d: d.move(0, S.RENDERING))
+        server.stop()
+        server.start()  # same directory and port: replays the append-only file
+        store = JobStore(redis.Redis.from_url(server.url))
+        fax = store.get("fx_durable", history=True)
+        assert fax.recipients[0].state == S.RENDERING
+        assert [t.to_state for t in fax.history] == [S.SUBMITTED, S.RENDERING]
+        again, created = store.create(make_fax("fx_other"), "key-1")
+        assert (again.id, created) == ("fx_durable", False)
+    finally:
+        server.stop()
