@@ -1,6 +1,6 @@
 """Submission throughput and submit-to-line latency of a local faxfleet, with Redis baselines.
 
-Run: ``.venv/bin/python bench/submit_bench.py [--quick]``.
+Run: ``.venv/bin/python bench/submit_bench.py [--quick] [--wait-idle SECONDS]``.
 
 Everything runs against a private ``redis-server`` on a free port (the machine's Redis on
 6379 is never touched) and a fleet of local processes started by :class:`Fleet`. Each
@@ -16,6 +16,10 @@ Parts:
 2. Baseline: LPUSH of a 1 KB JSON, sequential and 8 threads.
 3. Latency from ``created_at`` to the ``dialing`` transition on the full two-site fleet at
    a steady rate below capacity, broken down by stage; baseline: LPUSH->BRPOP round trip.
+
+Each measured interval also reports where the CPU went (the processes started here, the
+benchmark itself, interrupts, other processes, steal): on a small shared machine that is
+what tells a fleet's own cost from a neighbour's test run.
 """
 
 from __future__ import annotations

@@ -187,7 +187,9 @@ class Fleet:
         waiting: list[str] = []
         while time.monotonic() < deadline:
             self._check_alive()
+            homes = {h.decode() for h in r.smembers(keys.HOME_SITES)}
             waiting = [s.name for s in self.sites if not r.exists(keys.site_status(s.name))]
+            waiting += [f"events-{s.name}" for s in self.sites if s.name not in homes]
             if not waiting and "api" in self.processes:
                 try:
                     if httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200:

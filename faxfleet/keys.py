@@ -25,6 +25,11 @@ def site_status(site: str) -> str:
 SITE_STATUS_PATTERN = "ff:site:*"
 
 
+HOME_SITES = "ff:homes"
+"""Set of sites whose scheduler applies events and sends notifications: a fax may only
+name one of these as its home site (its events would otherwise wait forever)."""
+
+
 def cancel_flag(job_id: str) -> str:
     """Set by the scheduler when a fax is cancelled; site workers check it between pages."""
     return f"ff:cancel:{job_id}"

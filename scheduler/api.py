@@ -85,7 +85,8 @@ def _request_from_form(form: Any) -> FaxRequest:
             raise intake.Rejected("the 'fax' field must be a JSON object")
     else:
         data = {k: form[k] for k in _FORM_SCALARS if k in form and form[k] != ""}
-        data["to"] = [str(v) for v in form.getlist("to")]
+        # Repeated fields or one comma-separated field: "to=+331...,+1212...".
+        data["to"] = [n.strip() for v in form.getlist("to") for n in str(v).split(",") if n.strip()]
         data.setdefault("priority", PRIORITY_DEFAULT)
         notify: dict[str, str] = {}
         if form.get("notify_email"):
@@ -183,7 +184,9 @@ def _store_and_start(
     tenant: str, fax_request: FaxRequest, uploads: list[intake.Upload]
 ) -> tuple[FaxStatus, bool]:
     """Blocking part of a submission (Redis, Celery), run off the event loop."""
-    fax, new = intake.submit(tasks.store(), settings, tenant, fax_request, uploads)
+    fax, new = intake.submit(
+        tasks.store(), settings, tenant, fax_request, uploads, tasks.home_sites()
+    )
     if new:
         tasks.apply(fax.id, tasks.machine().start)
         fax = tasks.store().get(fax.id)

@@ -46,9 +46,13 @@ def new_job_id() -> str:
 
 
 def validate(
-    request: FaxRequest, uploads: list[Upload], settings: Settings
+    request: FaxRequest, uploads: list[Upload], settings: Settings, home_sites: set[str]
 ) -> tuple[list[str], list[DocumentInfo]]:
     """Check everything; return the E.164 numbers and document descriptions."""
+    home = request.home_site or settings.site
+    if home not in home_sites:
+        known = ", ".join(sorted(home_sites)) or "none yet"
+        raise Rejected(f"home_site {home!r} is not a site of this fleet (known: {known})")
     if not uploads:
         raise Rejected("at least one document is required")
     if len(uploads) > settings.max_documents:
@@ -90,12 +94,13 @@ def submit(
     tenant: str,
     request: FaxRequest,
     uploads: list[Upload],
+    home_sites: set[str],
 ) -> tuple[FaxStatus, bool]:
     """Store a new fax (or find the one its idempotency key names). Returns ``(fax, new)``.
 
     The caller starts rendering for a new fax (``Lifecycle.start``).
     """
-    numbers, docs = validate(request, uploads, settings)
+    numbers, docs = validate(request, uploads, settings, home_sites)
     created = now()
     kill_after = request.kill_after_seconds or settings.kill_after_seconds
     start = max(created, request.send_after) if request.send_after else created

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 
 from faxfleet import celery_app as names
 from faxfleet import keys
@@ -90,6 +90,17 @@ def perform(effects: Iterable[Effect], monitor: Task | None = None) -> None:
                         site=c.site,
                         line=c.line,
                     )
+
+
+@signals.worker_ready.connect
+def _register_home_site(**_: Any) -> None:
+    """An event worker makes its site a valid home site."""
+    rt.redis.sadd(keys.HOME_SITES, settings.site)
+    log.info("scheduler ready", site=settings.site)
+
+
+def home_sites() -> set[str]:
+    return {s.decode() for s in rt.redis.smembers(keys.HOME_SITES)}
 
 
 def _queue_notifications(job_id: str) -> None:

@@ -236,6 +236,7 @@ def test_idempotency_key_returns_the_original_fax(api: httpx.Client, rc: redis.R
         ({"to": []}, THREE_PAGES, 422, "to"),
         ({"to": ["+33142685300"]}, b"x" * (3 * 1024 * 1024), 413, "too large"),
         ({"to": ["+33142685300"], "callback_url": "ftp://x"}, THREE_PAGES, 422, "callback_url"),
+        ({"to": ["+33142685300"], "home_site": "lyon"}, THREE_PAGES, 422, "not a site of"),
     ],
 )
 def test_bad_input_is_refused_before_queueing(
