@@ -1,19 +1,25 @@
-"""The ``faxfleet`` command: send and follow faxes, look at sites, run a local fleet.
+"""The ``faxfleet`` command: send and follow faxes, look at sites, run a local fleet,
+administer sites, groups and cost tables.
 
 Every fax command goes through the HTTP API (``FAXFLEET_API_URLS``, ``FAXFLEET_API_KEY``)
-with the same client business applications use.
+with the same client business applications use; ``site``, ``group`` and ``costs`` go
+through the same API with the admin key (``--admin-key`` / ``FAXFLEET_ADMIN_KEY``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from faxfleet.admin_client import AdminClient
 from faxfleet.client import FaxClient, FaxError
 from faxfleet.messages import FaxStatus
 
@@ -61,11 +67,12 @@ def fax_table(faxes: list[FaxStatus], title: str | None = None) -> Table:
 @click.group()
 @click.option("--api", "urls", help="API base URL(s), comma-separated (FAXFLEET_API_URLS).")
 @click.option("--api-key", help="Tenant API key (FAXFLEET_API_KEY).")
+@click.option("--admin-key", help="Admin key for site, group, costs (FAXFLEET_ADMIN_KEY).")
 @click.pass_context
-def cli(ctx: click.Context, urls: str | None, api_key: str | None) -> None:
+def cli(ctx: click.Context, urls: str | None, api_key: str | None, admin_key: str | None) -> None:
     """faxfleet: a fax server fleet."""
     ctx.ensure_object(dict)
-    ctx.obj.update(urls=urls, api_key=api_key)
+    ctx.obj.update(urls=urls, api_key=api_key, admin_key=admin_key)
 
 
 @cli.command()
@@ -194,13 +201,14 @@ def cancel(ctx: click.Context, fax_id: str) -> None:
 @cli.command()
 @click.pass_context
 def sites(ctx: click.Context) -> None:
-    """Sites that are up, with their lines."""
+    """Sites (declared or publishing their state) with their lines."""
     with _client(ctx) as client:
         table = Table()
         for col in ("site", "lines up", "busy", "waiting", "lines"):
             table.add_column(col)
         for s in client.sites():
-            lines = " ".join(f"{ln['name']}:{ln['state']}" for ln in s["status"]["lines"])
+            status = s.get("status") or {"lines": []}
+            lines = " ".join(f"{ln['name']}:{ln['state']}" for ln in status["lines"])
             table.add_row(
                 s["name"], str(s["lines_up"]), str(s["lines_busy"]), str(s["waiting"]), lines
             )
@@ -262,6 +270,369 @@ def up(sites: tuple[str, ...], api_port: int, flower_port: int) -> None:
         stop.wait()
     finally:
         fleet.stop()
+
+
+# -- administration: sites, groups, cost tables -------------------------------------------
+
+ADMIN_KEY_OPTION = click.option(
+    "--admin-key", help="Admin key (FAXFLEET_ADMIN_KEY); may also be given before the command."
+)
+
+
+def _admin(ctx: click.Context) -> AdminClient:
+    return AdminClient(ctx.obj.get("urls"), ctx.obj.get("admin_key"))
+
+
+def _keep_admin_key(ctx: click.Context, admin_key: str | None) -> None:
+    ctx.ensure_object(dict)
+    if admin_key:
+        ctx.obj["admin_key"] = admin_key
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """An API refusal becomes a one-line error (exit 1) instead of a traceback."""
+    try:
+        yield
+    except FaxError as exc:
+        raise click.ClickException(f"{exc.status}: {exc.reason}") from None
+
+
+def _error_line(error: Any) -> str:
+    if isinstance(error, dict):
+        where = f"line {error['line']}: " if error.get("line") is not None else ""
+        return where + str(error.get("message") or error.get("msg") or error)
+    return str(error)
+
+
+def _dialing_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--country", help="ISO 3166 region of the site's call zone, e.g. FR."),
+        click.option("--area-code", help="The site's own area code, e.g. 1 (Paris)."),
+        click.option("--outside-prefix", help="Digits for an outside line (PBX), e.g. 9."),
+        click.option("--national-prefix", help="Trunk prefix for national calls, e.g. 0."),
+        click.option("--international-prefix", help="Prefix for international calls, e.g. 00."),
+        click.option(
+            "--local-area-code",
+            "local_area_codes",
+            multiple=True,
+            help="Another area code dialled as a local call (repeatable).",
+        ),
+        click.option(
+            "--local-format",
+            type=click.Choice(["national", "subscriber"]),
+            help="Local calls with the national number or the subscriber number only.",
+        ),
+        click.option("--lines", type=click.IntRange(0, 1000), help="Number of lines."),
+        click.option("--timezone", help="IANA time zone, e.g. Europe/Paris."),
+        click.option("--address", help="Where the site is reached (HOST:PORT or URL)."),
+        click.option("--group", help="Group the site belongs to (standalone without)."),
+        ADMIN_KEY_OPTION,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+_DIALING_FIELDS = (
+    "area_code",
+    "outside_prefix",
+    "national_prefix",
+    "international_prefix",
+    "local_format",
+)
+
+
+def _site_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The SiteConfig fields the options give (``dialing`` holds only the given rules)."""
+    fields = {
+        k: values[k]
+        for k in ("country", "lines", "timezone", "address", "group")
+        if values.get(k) is not None
+    }
+    dialing = {k: values[k] for k in _DIALING_FIELDS if values.get(k) is not None}
+    if values.get("local_area_codes"):
+        dialing["local_area_codes"] = list(values["local_area_codes"])
+    if dialing:
+        fields["dialing"] = dialing
+    return fields
+
+
+@cli.group()
+@ADMIN_KEY_OPTION
+@click.pass_context
+def site(ctx: click.Context, admin_key: str | None) -> None:
+    """Declare, change, list and remove sites (admin)."""
+    _keep_admin_key(ctx, admin_key)
+
+
+@site.command("add")
+@click.argument("name")
+@_dialing_options
+@click.pass_context
+def site_add(ctx: click.Context, name: str, admin_key: str | None, **values: Any) -> None:
+    """Declare site NAME (country, dialing rules, lines, time zone; optionally a group)."""
+    _keep_admin_key(ctx, admin_key)
+    missing = [
+        f"--{k.replace('_', '-')}"
+        for k in ("country", "national_prefix", "international_prefix", "lines")
+        if values.get(k) is None
+    ]
+    if missing:
+        raise click.UsageError(f"site add needs {', '.join(missing)}")
+    config = {"name": name, **_site_fields(values)}
+    with _admin(ctx) as admin, _refusals():
+        created = admin.create_site(config)
+    group_text = f"group {created['group']}" if created.get("group") else "standalone"
+    console.print(f"site {created['name']} added: {created['lines']} line(s), {group_text}")
+
+
+@site.command("set")
+@click.argument("name")
+@_dialing_options
+@click.option("--standalone", is_flag=True, help="Leave the site's group.")
+@click.pass_context
+def site_set(
+    ctx: click.Context, name: str, admin_key: str | None, standalone: bool, **values: Any
+) -> None:
+    """Change some of site NAME's settings; the rest stay (takes effect at once)."""
+    _keep_admin_key(ctx, admin_key)
+    if standalone and values.get("group"):
+        raise click.UsageError("--group and --standalone exclude each other")
+    changes = _site_fields(values)
+    if standalone:
+        changes["group"] = None
+    if not changes:
+        raise click.UsageError("nothing to change")
+    with _admin(ctx) as admin, _refusals():
+        updated = admin.update_site(name, changes)
+    group_text = f"group {updated['group']}" if updated.get("group") else "standalone"
+    console.print(f"site {updated['name']}: {updated['lines']} line(s), {group_text}")
+
+
+@site.command("list")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def site_list(ctx: click.Context, admin_key: str | None) -> None:
+    """Declared and live sites with their configuration and live state."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        views = admin.sites()
+    table = Table()
+    for col in (
+        "site",
+        "group",
+        "zone",
+        "tz",
+        "lines",
+        "up",
+        "busy",
+        "waiting",
+        "inflight",
+        "costs",
+    ):
+        table.add_column(col)
+    for v in views:
+        config = v.get("config") or {}
+        dialing = config.get("dialing") or {}
+        zone = f"{config['country']} {dialing.get('area_code', '')}".strip() if config else "-"
+        table.add_row(
+            v["name"] + ("" if v.get("managed", True) else " (unmanaged)"),
+            v.get("group") or "standalone",
+            zone,
+            config.get("timezone", "-"),
+            str(config["lines"]) if config else "-",
+            str(v["lines_up"]) if v["up"] else "down",
+            str(v["lines_busy"]),
+            str(v["waiting"]),
+            str(v.get("inflight", 0)),
+            f"v{v['cost_table_version']}" if v.get("cost_table_version") else "-",
+        )
+    console.print(table)
+
+
+@site.command("remove")
+@click.argument("name")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def site_remove(ctx: click.Context, name: str, admin_key: str | None) -> None:
+    """Remove site NAME's declaration (and its cost tables)."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        admin.remove_site(name)
+    console.print(f"site {name} removed")
+
+
+@cli.group()
+@ADMIN_KEY_OPTION
+@click.pass_context
+def group(ctx: click.Context, admin_key: str | None) -> None:
+    """Create groups and make sites members (admin)."""
+    _keep_admin_key(ctx, admin_key)
+
+
+@group.command("create")
+@click.argument("name")
+@click.option("--description", default="", help="What the group is for.")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def group_create(ctx: click.Context, name: str, description: str, admin_key: str | None) -> None:
+    """Create group NAME (sites of a group route to one another)."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        admin.create_group(name, description)
+    console.print(f"group {name} created")
+
+
+@group.command("add")
+@click.argument("group_name", metavar="GROUP")
+@click.argument("site_name", metavar="SITE")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def group_add(ctx: click.Context, group_name: str, site_name: str, admin_key: str | None) -> None:
+    """Make SITE a member of GROUP (it leaves any other group)."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        admin.add_to_group(group_name, site_name)
+    console.print(f"site {site_name} is in group {group_name}")
+
+
+@group.command("remove")
+@click.argument("group_name", metavar="GROUP")
+@click.argument("site_name", metavar="SITE")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def group_remove(
+    ctx: click.Context, group_name: str, site_name: str, admin_key: str | None
+) -> None:
+    """Take SITE out of GROUP: it becomes standalone."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        admin.remove_from_group(group_name, site_name)
+    console.print(f"site {site_name} is standalone")
+
+
+@group.command("list")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def group_list(ctx: click.Context, admin_key: str | None) -> None:
+    """Groups and their member sites."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        groups = admin.groups()
+    table = Table()
+    for col in ("group", "sites", "description"):
+        table.add_column(col)
+    for g in groups:
+        table.add_row(g["name"], " ".join(g["sites"]) or "-", g.get("description", ""))
+    console.print(table)
+
+
+@group.command("delete")
+@click.argument("name")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def group_delete(ctx: click.Context, name: str, admin_key: str | None) -> None:
+    """Delete group NAME (refused while it has sites)."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        admin.delete_group(name)
+    console.print(f"group {name} deleted")
+
+
+@cli.group()
+@ADMIN_KEY_OPTION
+@click.pass_context
+def costs(ctx: click.Context, admin_key: str | None) -> None:
+    """Import, export and roll back sites' cost tables (admin)."""
+    _keep_admin_key(ctx, admin_key)
+
+
+@costs.command("import")
+@click.argument("site_name", metavar="SITE")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@ADMIN_KEY_OPTION
+@click.pass_context
+def costs_import(ctx: click.Context, site_name: str, file: str, admin_key: str | None) -> None:
+    """Import FILE (CSV) as SITE's new cost table. A file with errors changes nothing:
+    each error is printed with its line number and the exit code is 1."""
+    _keep_admin_key(ctx, admin_key)
+    with click.open_file(file, encoding="utf-8-sig") as fh:
+        text = fh.read()
+    with _admin(ctx) as admin:
+        try:
+            result = admin.import_costs(site_name, text)
+        except FaxError as exc:
+            errors = exc.body.get("errors") if isinstance(exc.body, dict) else None
+            if not errors:
+                raise click.ClickException(f"{exc.status}: {exc.reason}") from None
+            click.echo(f"{file}: {exc.reason}; nothing was changed", err=True)
+            for error in errors:
+                click.echo(f"{file}: {_error_line(error)}", err=True)
+            sys.exit(1)
+    console.print(
+        f"site {site_name}: cost table version {result['version']} "
+        f"({result['rows']} row(s), {result['currency']})"
+    )
+
+
+@costs.command("export")
+@click.argument("site_name", metavar="SITE")
+@click.option("--version", "version", type=int, help="An older version (default: current).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File (default: stdout).")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def costs_export(
+    ctx: click.Context,
+    site_name: str,
+    version: int | None,
+    output: str | None,
+    admin_key: str | None,
+) -> None:
+    """Write SITE's cost table as CSV (the format import reads)."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        text = admin.export_costs(site_name, version)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+@costs.command("versions")
+@click.argument("site_name", metavar="SITE")
+@ADMIN_KEY_OPTION
+@click.pass_context
+def costs_versions(ctx: click.Context, site_name: str, admin_key: str | None) -> None:
+    """The kept versions of SITE's cost table (the current one is marked)."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        info = admin.cost_versions(site_name)
+    table = Table(title=f"{site_name}: cost tables")
+    for col in ("version", "current", "imported", "rows", "currency"):
+        table.add_column(col)
+    for v in info["versions"]:
+        table.add_row(
+            str(v["version"]),
+            "*" if v["version"] == info["current"] else "",
+            v.get("imported_at") or "",
+            str(v.get("rows", "")),
+            v.get("currency") or "",
+        )
+    console.print(table)
+
+
+@costs.command("rollback")
+@click.argument("site_name", metavar="SITE")
+@click.argument("version", type=int)
+@ADMIN_KEY_OPTION
+@click.pass_context
+def costs_rollback(ctx: click.Context, site_name: str, version: int, admin_key: str | None) -> None:
+    """Make an older VERSION of SITE's cost table current again."""
+    _keep_admin_key(ctx, admin_key)
+    with _admin(ctx) as admin, _refusals():
+        info = admin.rollback_costs(site_name, version)
+    console.print(f"site {site_name}: cost table version {info['current']} is current")
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -33,39 +33,38 @@ _RETRY_STATUS = {502, 503, 504}
 
 
 class FaxError(Exception):
-    """The API refused a request; ``status`` and ``reason`` say why."""
+    """The API refused a request; ``status`` and ``reason`` say why, ``body`` is the
+    decoded JSON error body when there was one (e.g. a cost table's line errors)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, body: Any = None) -> None:
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
+        self.body = body
 
 
 class Unreachable(FaxError):
     """No API node answered."""
 
 
-class FaxClient:
+class ApiClient:
+    """Transport shared by the API clients: a key in ``X-API-Key`` and failover between
+    API nodes (connection errors, timeouts and 502/503/504 move on to the next node)."""
+
     def __init__(
-        self,
-        urls: str | Sequence[str] | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = 30.0,
+        self, urls: str | Sequence[str] | None, key: str, *, timeout: float = 30.0
     ) -> None:
-        s = get_settings()
         if urls is None:
-            urls = s.api_url_list
+            urls = get_settings().api_url_list
         elif isinstance(urls, str):
             urls = [u.strip() for u in urls.split(",") if u.strip()]
         if not urls:
             raise ValueError("at least one API URL is required")
         self.urls = [u.rstrip("/") for u in urls]
-        self.api_key = api_key or s.api_key
-        self._http = httpx.Client(timeout=timeout, headers={"X-API-Key": self.api_key})
+        self._http = httpx.Client(timeout=timeout, headers={"X-API-Key": key})
         self._current = 0
 
-    def __enter__(self) -> FaxClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -73,8 +72,6 @@ class FaxClient:
 
     def close(self) -> None:
         self._http.close()
-
-    # -- transport ----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         errors: list[str] = []
@@ -87,19 +84,39 @@ class FaxClient:
                 errors.append(f"{self.urls[index]}: {exc.__class__.__name__}")
                 continue
             if response.status_code in _RETRY_STATUS:
-                errors.append(f"{self.urls[index]}: HTTP {response.status_code}")
+                reason = _reason(response)[0]
+                errors.append(f"{self.urls[index]}: HTTP {response.status_code} {reason}".strip())
                 continue
             self._current = index
             if response.status_code >= 400:
-                try:
-                    reason = response.json().get("detail", response.text)
-                except (ValueError, AttributeError):
-                    reason = response.text
-                if not isinstance(reason, str):
-                    reason = json.dumps(reason)
-                raise FaxError(response.status_code, reason)
+                reason, body = _reason(response)
+                raise FaxError(response.status_code, reason, body)
             return response
         raise Unreachable(503, "no API node answered: " + "; ".join(errors))
+
+
+def _reason(response: httpx.Response) -> tuple[str, Any]:
+    """The ``detail`` of an error response (as text) and its decoded JSON body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text, None
+    reason = body.get("detail", response.text) if isinstance(body, dict) else response.text
+    if not isinstance(reason, str):
+        reason = json.dumps(reason)
+    return reason, body
+
+
+class FaxClient(ApiClient):
+    def __init__(
+        self,
+        urls: str | Sequence[str] | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        self.api_key = api_key or get_settings().api_key
+        super().__init__(urls, self.api_key, timeout=timeout)
 
     # -- faxes --------------------------------------------------------------------------
 

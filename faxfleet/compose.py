@@ -12,10 +12,12 @@ from faxfleet.fleet import SiteSpec, topology
 
 COMPOSE_SITES = [SiteSpec("paris", 3), SiteSpec("newyork", 3)]
 API_PORT = 8040
+ADMIN_PORT = 8041
 FLOWER_PORT = 5555
 
 _COMMON_ENV = {
     "FAXFLEET_REDIS_URL": "redis://redis:6379/0",
+    "FAXFLEET_ROUTING_ADMIN_URL": f"http://routing-admin:{ADMIN_PORT}",
     "FAXFLEET_SMTP_HOST": "mail",
     "FAXFLEET_SMTP_PORT": "1025",
     "FAXFLEET_TIME_SCALE": "0.05",

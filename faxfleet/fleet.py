@@ -24,6 +24,7 @@ import httpx
 import redis
 
 from faxfleet import keys
+from faxfleet.redis_server import free_port
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,23 @@ def _celery(app: str, queue: str, pool: str, concurrency: int, node: str) -> lis
     ]
 
 
+LINE_SLOTS = 32
+
+
 def topology(
     sites: list[SiteSpec],
     *,
     api_port: int = 8040,
+    admin_port: int = 8041,
     flower_port: int | None = None,
     render_concurrency: int = 2,
     bind: str = "127.0.0.1",
 ) -> list[ServiceSpec]:
-    """Every process of a fleet (argv without the Python interpreter)."""
+    """Every process of a fleet (argv without the Python interpreter).
+
+    A site worker gets ``LINE_SLOTS`` threads (or more, for a larger site) so lines added
+    at run time have a thread to run on; the dispatcher never hands it more faxes than
+    it has lines in service, so the spare threads only ever wait."""
     services: list[ServiceSpec] = []
     for site in sites:
         env = {"FAXFLEET_SITE": site.name, "FAXFLEET_LINES": str(site.lines)}
@@ -89,7 +98,11 @@ def topology(
             ServiceSpec(
                 f"site-{site.name}",
                 _celery(
-                    "workers.site", f"site.{site.name}", "threads", site.lines, f"site-{site.name}"
+                    "workers.site",
+                    f"site.{site.name}",
+                    "threads",
+                    max(site.lines, LINE_SLOTS),
+                    f"site-{site.name}",
                 ),
                 env,
             ),
@@ -98,6 +111,21 @@ def topology(
     services += [
         ServiceSpec("timers", ["-m", "scheduler.timers"], home),
         ServiceSpec("routing", _celery("routing.tasks", "routing", "threads", 2, "routing"), home),
+        ServiceSpec("dispatcher", ["-m", "routing.dispatcher"], home),
+        ServiceSpec(
+            "routing-admin",
+            [
+                "-m",
+                "uvicorn",
+                "routing.admin:app",
+                "--host",
+                bind,
+                "--port",
+                str(admin_port),
+                "--no-access-log",
+            ],
+            home,
+        ),
         ServiceSpec(
             "render",
             _celery("workers.rendering", "render", "prefork", render_concurrency, "render"),
@@ -146,15 +174,34 @@ class Fleet:
     log_dir: Path
     api_port: int = 8040
     flower_port: int | None = None
+    admin_port: int | None = None
+    """The routing admin API's port (a free one when not given)."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.admin_port is None:
+            self.admin_port = free_port()
+        self.env = {**self.env, "FAXFLEET_ROUTING_ADMIN_URL": self.admin_url}
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def topology(self) -> list[ServiceSpec]:
+        return topology(
+            self.sites,
+            api_port=self.api_port,
+            admin_port=self.admin_port or 8041,
+            flower_port=self.flower_port,
+        )
+
     def start(self, only: set[str] | None = None) -> Fleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for spec in topology(self.sites, api_port=self.api_port, flower_port=self.flower_port):
+        for spec in self.topology():
             if only is not None and spec.name not in only:
                 continue
             self.start_service(spec)
@@ -175,7 +222,7 @@ class Fleet:
         return proc
 
     def spec(self, name: str) -> ServiceSpec:
-        for spec in topology(self.sites, api_port=self.api_port, flower_port=self.flower_port):
+        for spec in self.topology():
             if spec.name == name:
                 return spec
         raise KeyError(name)

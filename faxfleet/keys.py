@@ -25,6 +25,21 @@ def site_status(site: str) -> str:
 SITE_STATUS_PATTERN = "ff:site:*"
 
 
+def site_lines(site: str) -> str:
+    """The number of lines an administrator gave a site (routing writes, the site worker
+    follows it without a restart)."""
+    return f"ff:site-lines:{site}"
+
+
+def site_inflight(site: str) -> str:
+    """Attempts handed to a site and not yet ended (hash attempt id -> dispatch record):
+    the dispatcher adds, the site worker removes when the attempt ends."""
+    return f"ff:inflight:{site}"
+
+
+DISPATCH_WAKE = "ff:dispatch:wake"
+"""A list the dispatcher blocks on: pushed when a line frees or work arrives."""
+
 HOME_SITES = "ff:homes"
 """Set of sites whose scheduler applies events and sends notifications: a fax may only
 name one of these as its home site (its events would otherwise wait forever)."""

@@ -72,6 +72,7 @@ class Cause(StrEnum):
     MODEM_ERROR = "modem_error"
     LINE_UNAVAILABLE = "line_unavailable"
     NO_SITE = "no_site"
+    NO_ROUTE = "no_route"
     RENDER_ERROR = "render_error"
     INVALID_NUMBER = "invalid_number"
     CANCELLED = "cancelled"
@@ -208,6 +209,8 @@ class SendOrder(RouteOrder):
 
     site: str
     routed_at: datetime
+    dial_string: str | None = None
+    """What the site's modem dials (its dialing rules applied); None: the E.164 number."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,6 +237,19 @@ class Routed(Message):
     recipient: int
     attempt: int
     site: str
+    at: datetime
+
+
+class Requeued(Message):
+    """A fax handed to a site that went down before starting it is waiting centrally
+    again (the same attempt; the site's copy, if it ever runs, finds it claimed)."""
+
+    kind: Literal["requeued"] = "requeued"
+    job_id: str
+    recipient: int
+    attempt: int
+    site: str
+    detail: str
     at: datetime
 
 
@@ -285,7 +301,7 @@ class AttemptResult(Message):
 
 
 FleetEvent = Annotated[
-    RenderDone | RenderFailed | Routed | Unroutable | AttemptProgress | AttemptResult,
+    RenderDone | RenderFailed | Routed | Requeued | Unroutable | AttemptProgress | AttemptResult,
     Field(discriminator="kind"),
 ]
 
@@ -314,6 +330,10 @@ class SiteStatus(Message):
     waiting: int = 0
     worker: str
     updated_at: datetime
+    seconds_per_page: float | None = None
+    """Recent mean call time per page sent (setup included); None before any call."""
+    success: dict[str, float] = Field(default_factory=dict)
+    """Recent share of connected calls that ended well, per destination prefix."""
 
     @property
     def lines_up(self) -> int:

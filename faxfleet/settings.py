@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     """The key the client and CLI present."""
     api_keys: str = "demo=demo-key"
     """Comma-separated ``tenant=key`` pairs the API accepts."""
+    admin_keys: str = "admin-key"
+    """Comma-separated keys that may administer sites, groups and cost tables."""
+    admin_key: str = "admin-key"
+    """The admin key the CLI presents for ``faxfleet site|group|costs``."""
+    routing_admin_url: str = "http://127.0.0.1:8041"
+    """The routing service's admin API; the public API forwards /v1/sites and /v1/groups
+    to it."""
     max_upload_bytes: int = 20 * 1024 * 1024
     max_documents: int = 20
     max_recipients: int = 100
@@ -107,6 +114,10 @@ class Settings(BaseSettings):
     @property
     def api_url_list(self) -> list[str]:
         return [u.strip().rstrip("/") for u in self.api_urls.split(",") if u.strip()]
+
+    @property
+    def admin_key_set(self) -> set[str]:
+        return {k.strip() for k in self.admin_keys.split(",") if k.strip()}
 
     @property
     def tenant_keys(self) -> dict[str, str]:

@@ -1,46 +1,238 @@
-"""Where a fax goes: a pure decision from the sites' published state.
+"""Placement: which site sends each waiting fax, and when. Pure: data in, decisions out.
 
-Rules, in order:
+The rules, applied to the faxes waiting centrally from the most urgent down (priority,
+then time waiting):
 
-1. Only sites that are up (their status is fresh) with at least one line in service.
-2. Prefer the site with the lowest load, where load is (busy lines + faxes waiting at
-   the site) / lines in service: a site with free lines beats one with a backlog.
-3. On equal load, prefer the fax's home site (its notifications stay local), then the
-   site with more lines in service, then the name (so the choice is deterministic).
+1. **Candidates** are the sites of the fax's group (the home site's group; a standalone
+   home site is its own only candidate; undeclared sites form the group ``default``)
+   that are up, have a line in service and can dial the number (their cost table has a
+   tariff for it; a site without a cost table dials anything, at unknown cost).
+2. **Expected start** at a site: now if it has a free line, otherwise after the faxes
+   already waiting for it: ``(waiting + 1) / lines x mean call time``.
+3. **Expected cost** at a site: its tariff at the expected start (in the site's local
+   time) for the estimated airtime (pages x ``seconds_per_page`` + ``call_setup``),
+   divided by the site's recent success rate for the destination: a cheap line that
+   fails half its calls costs double. Unknown cost sorts after every known cost.
+4. **Promise**: each priority has a longest acceptable wait (``promise_seconds``). Among
+   the candidates whose expected start keeps the promise, the cheapest wins; ties go to
+   the earlier start, then the lower load, then the home site, then the name.
+5. If no candidate keeps the promise, the **earliest expected start** wins (cost breaks
+   ties): the most urgent faxes pay more to go now.
+6. A fax is handed to a site only when that site has a free line; otherwise it keeps
+   waiting centrally (and counts in that site's queue for the faxes after it) and is
+   reconsidered whenever a line frees. No site ever holds a private backlog, so a new
+   urgent fax never waits behind one.
 
-Cost tables and priority promises refine this in the routing policy proper; the shape
-stays the same: candidates in, one decision out.
+Because faxes are taken most urgent first and a line is only ever given to the fax at
+the head of those that want it, a less urgent fax never takes a line a more urgent one
+would have taken (no priority inversion by construction).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+UNKNOWN_COST = Decimal("Infinity")
+
+
+class Tariffs(Protocol):
+    """What placement needs of a cost table (``routing.costs.CostTable`` has it)."""
+
+    def can_dial(self, e164: str) -> bool: ...
+
+    def call_cost(self, e164: str, at: datetime, seconds: float) -> Decimal | None: ...
 
 
 @dataclass(frozen=True)
-class Candidate:
-    site: str
+class SiteState:
+    """One site as placement sees it: live state plus its cost table."""
+
+    name: str
+    group: str | None
+    """None: standalone."""
     lines_up: int
-    lines_busy: int
-    waiting: int
+    busy: int
+    """Faxes handed to the site and not yet ended."""
+    costs: Tariffs | None = None
+    seconds_per_page: float | None = None
+    """Measured recently at this site (None: use the knob)."""
+    success: Mapping[str, float] = field(default_factory=dict)
+    """Recent success rate per destination prefix (digits of E.164, no '+')."""
 
     @property
-    def load(self) -> float:
-        return (self.lines_busy + self.waiting) / self.lines_up
+    def free(self) -> int:
+        return max(0, self.lines_up - self.busy)
+
+    def success_for(self, e164: str) -> float:
+        digits = e164.lstrip("+")
+        for n in range(len(digits), 0, -1):
+            rate = self.success.get(digits[:n])
+            if rate is not None:
+                return rate
+        return 1.0
 
 
 @dataclass(frozen=True)
-class Placement:
+class WaitingFax:
+    key: str
+    """The attempt id: what the dispatcher claims."""
+    number: str
+    pages: int
+    priority: int
+    enqueued_at: datetime
+    home_site: str
+
+
+@dataclass(frozen=True)
+class Knobs:
+    seconds_per_page: float = 40.0
+    """Airtime per page used for cost (an A4 fine page at 14,400 bit/s is 20-50 s)."""
+    call_setup_seconds: float = 25.0
+    """Dialling, answer and handshake before the first page."""
+    promise_seconds: tuple[float, ...] = (
+        86400,
+        28800,
+        14400,
+        7200,
+        3600,
+        1800,
+        900,
+        300,
+        60,
+        0,
+    )
+    """Longest acceptable wait for a line, by priority 0 .. 9."""
+    min_success: float = 0.05
+    time_scale: float = 1.0
+    """Multiplies promises and call times (a time-scaled simulated fleet)."""
+
+    def promise(self, priority: int) -> float:
+        index = max(0, min(len(self.promise_seconds) - 1, priority))
+        return self.promise_seconds[index] * self.time_scale
+
+
+class Action(StrEnum):
+    DISPATCH = "dispatch"
+    WAIT = "wait"
+    NO_SITE = "no_site"
+    """No site of the group is up: retry later."""
+    NO_ROUTE = "no_route"
+    """Sites are up but none can dial the number."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    key: str
+    action: Action
     site: str | None
     reason: str
+    cost: Decimal | None = None
+    expected_wait: float = 0.0
 
 
-def place(candidates: list[Candidate], home_site: str) -> Placement:
-    """Pick the site for one recipient, or say why none can take it."""
-    usable = [c for c in candidates if c.lines_up > 0]
-    if not usable:
-        if candidates:
-            return Placement(None, "no site has a line in service")
-        return Placement(None, "no site is up")
-    best = min(usable, key=lambda c: (c.load, c.site != home_site, -c.lines_up, c.site))
-    return Placement(best.site, f"load {best.load:.2f} over {len(usable)} site(s)")
+def urgency(fax: WaitingFax) -> tuple[int, datetime, str]:
+    """Sort key: most urgent first, then longest waiting."""
+    return (-fax.priority, fax.enqueued_at, fax.key)
+
+
+def candidates(
+    fax: WaitingFax, sites: Mapping[str, SiteState], group_of: Callable[[str], str | None]
+) -> list[SiteState]:
+    """Sites of the fax's group that are up with a line in service (rule 1, without the
+    dialling check)."""
+    group = group_of(fax.home_site)
+    if group is None:
+        home = sites.get(fax.home_site)
+        return [home] if home and home.lines_up > 0 else []
+    return [s for s in sites.values() if s.group == group and s.lines_up > 0]
+
+
+def plan(
+    faxes: Iterable[WaitingFax],
+    sites: Mapping[str, SiteState],
+    now: datetime,
+    knobs: Knobs,
+    group_of: Callable[[str], str | None],
+) -> list[Decision]:
+    """Decide for every waiting fax, most urgent first."""
+    free = {name: s.free for name, s in sites.items()}
+    queued = dict.fromkeys(sites, 0)
+    decisions: list[Decision] = []
+    for fax in sorted(faxes, key=urgency):
+        decision = _place(fax, sites, now, knobs, group_of, free, queued)
+        if decision.action == Action.DISPATCH and decision.site:
+            free[decision.site] -= 1
+        elif decision.action == Action.WAIT and decision.site:
+            queued[decision.site] += 1
+        decisions.append(decision)
+    return decisions
+
+
+def _place(
+    fax: WaitingFax,
+    sites: Mapping[str, SiteState],
+    now: datetime,
+    knobs: Knobs,
+    group_of: Callable[[str], str | None],
+    free: Mapping[str, int],
+    queued: Mapping[str, int],
+) -> Decision:
+    live = candidates(fax, sites, group_of)
+    if not live:
+        group = group_of(fax.home_site)
+        where = f"group {group!r}" if group else f"standalone site {fax.home_site!r}"
+        return Decision(fax.key, Action.NO_SITE, None, f"no site of {where} is up")
+    dialable = [s for s in live if s.costs is None or s.costs.can_dial(fax.number)]
+    if not dialable:
+        names = ", ".join(sorted(s.name for s in live))
+        return Decision(fax.key, Action.NO_ROUTE, None, f"no site ({names}) can dial {fax.number}")
+    airtime = fax.pages * knobs.seconds_per_page + knobs.call_setup_seconds
+    promise = knobs.promise(fax.priority)
+    options = []
+    for site in dialable:
+        wait = _expected_wait(site, fax, knobs, free[site.name], queued[site.name])
+        cost = _expected_cost(site, fax.number, now + timedelta(seconds=wait), airtime, knobs)
+        load = (site.lines_up - free[site.name] + queued[site.name]) / site.lines_up
+        options.append((site, wait, cost, load))
+    keeping = [o for o in options if o[1] <= promise]
+    if keeping:
+        site, wait, cost, _ = min(
+            keeping, key=lambda o: (o[2], o[1], o[3], o[0].name != fax.home_site, o[0].name)
+        )
+        why = f"cheapest keeping the {promise:g}s promise"
+    else:
+        site, wait, cost, _ = min(
+            options, key=lambda o: (o[1], o[2], o[0].name != fax.home_site, o[0].name)
+        )
+        why = "earliest start (no site keeps the promise)"
+    known = None if cost == UNKNOWN_COST else cost
+    if free[site.name] > 0:
+        return Decision(fax.key, Action.DISPATCH, site.name, why, known, 0.0)
+    return Decision(
+        fax.key, Action.WAIT, site.name, f"waiting for a line at {site.name}: {why}", known, wait
+    )
+
+
+def _expected_wait(site: SiteState, fax: WaitingFax, knobs: Knobs, free: int, queued: int) -> float:
+    if free > 0:
+        return 0.0
+    per_page = site.seconds_per_page or knobs.seconds_per_page * knobs.time_scale
+    call = fax.pages * per_page + knobs.call_setup_seconds * knobs.time_scale
+    return (queued + 1) / site.lines_up * call
+
+
+def _expected_cost(
+    site: SiteState, number: str, start: datetime, airtime: float, knobs: Knobs
+) -> Decimal:
+    if site.costs is None:
+        return UNKNOWN_COST
+    cost = site.costs.call_cost(number, start, airtime)
+    if cost is None:
+        return UNKNOWN_COST
+    success = max(knobs.min_success, site.success_for(number))
+    return cost / Decimal(str(success))

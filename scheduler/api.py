@@ -1,6 +1,9 @@
 """The HTTP API (FastAPI): submit, look up, list and cancel faxes; see the sites.
 
-Run: ``uvicorn scheduler.api:app``. Authentication is one API key per tenant in the
+Run: ``uvicorn scheduler.api:app``. ``/v1/sites`` and ``/v1/groups`` (site and group
+administration, cost tables, live site state) are relayed over HTTP to the routing
+service's admin API (``FAXFLEET_ROUTING_ADMIN_URL``), which checks the keys itself; the
+public API stays the one URL users know. Authentication is one API key per tenant in the
 ``X-API-Key`` header; a tenant only ever sees its own faxes (another tenant's fax is a
 404, not a 403, so ids leak nothing).
 """
@@ -8,23 +11,21 @@ Run: ``uvicorn scheduler.api:app``. Authentication is one API key per tenant in 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from faxfleet import keys
 from faxfleet.messages import (
     PRIORITY_DEFAULT,
     FaxRequest,
     FaxStatus,
     JobState,
     NotifyTarget,
-    SiteStatus,
 )
 from faxfleet.settings import get_settings
 from scheduler import intake, states, tasks
@@ -39,7 +40,10 @@ app = FastAPI(
     description=(
         "Submit faxes as multipart uploads, follow them recipient by recipient, cancel "
         "them. Priorities run from 0 (bulk) to 9 (most urgent); 5 is normal. Every "
-        "request needs the tenant's key in the `X-API-Key` header."
+        "request needs the tenant's key in the `X-API-Key` header.\n\n"
+        "`/v1/sites` and `/v1/groups` (sites with their live lines, groups, cost tables; "
+        "changes need an admin key) are relayed to the routing service's admin API and "
+        "documented there (`/docs` of `routing.admin`)."
     ),
 )
 
@@ -240,38 +244,34 @@ def cancel_fax(job_id: str, tenant: Tenant) -> FaxStatus:
     return _own(job_id, tenant, history=True)
 
 
-class SiteView(BaseModel):
-    name: str
-    up: bool
-    lines_up: int
-    lines_busy: int
-    waiting: int
-    updated_at: datetime | None
-    status: SiteStatus
+# -- sites and groups: relayed to the routing service's admin API ----------------------
+
+_FORWARD_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_FORWARD_HEADERS = ("content-type", "x-api-key")
 
 
-@app.get("/v1/sites", response_model=list[SiteView])
-def list_sites(tenant: Tenant) -> list[SiteView]:
-    """Sites currently publishing their state, with each line's state."""
-    r = tasks.store().r
-    views = []
-    for key in sorted(r.scan_iter(match=keys.SITE_STATUS_PATTERN, count=500)):
-        raw = r.get(key)
-        if raw is None:
-            continue
-        site = SiteStatus.model_validate_json(raw)
-        views.append(
-            SiteView(
-                name=site.name,
-                up=site.lines_up > 0,
-                lines_up=site.lines_up,
-                lines_busy=site.lines_busy,
-                waiting=site.waiting,
-                updated_at=site.updated_at,
-                status=site,
-            )
-        )
-    return views
+async def _forward(request: Request) -> Response:
+    """Relay a /v1/sites or /v1/groups request to the routing admin API (HTTP only: the
+    scheduler never imports routing) and hand back its status, body and content type."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    url = settings.routing_admin_url.rstrip("/") + path.decode("latin-1")
+    if request.url.query:
+        url += "?" + request.url.query
+    headers = {h: request.headers[h] for h in _FORWARD_HEADERS if h in request.headers}
+    body = await request.body()
+    try:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            upstream = await client.request(request.method, url, headers=headers, content=body)
+    except httpx.TimeoutException:
+        return JSONResponse({"detail": "routing admin service timed out"}, status_code=504)
+    except httpx.TransportError:
+        return JSONResponse({"detail": "routing admin service unavailable"}, status_code=503)
+    media_type = upstream.headers.get("content-type")
+    return Response(upstream.content, status_code=upstream.status_code, media_type=media_type)
+
+
+for _path in ("/v1/sites", "/v1/sites/{path:path}", "/v1/groups", "/v1/groups/{path:path}"):
+    app.add_api_route(_path, _forward, methods=_FORWARD_METHODS, include_in_schema=False)
 
 
 @app.get("/healthz")

@@ -24,6 +24,7 @@ from faxfleet.messages import (
     RenderDone,
     RenderFailed,
     RenderOrder,
+    Requeued,
     Routed,
     RouteOrder,
     Unroutable,
@@ -219,12 +220,21 @@ class Lifecycle:
         draft.set_watch(watch_member(draft.status.id, ev.recipient), None)
         return [self._changed(draft, ev.recipient)]
 
+    def on_requeued(self, draft: Draft, ev: Requeued) -> list[Effect]:
+        r = draft.recipient(ev.recipient)
+        if r.attempt != ev.attempt or r.state != S.QUEUED:
+            return []
+        draft.move(ev.recipient, S.ROUTING, detail=ev.detail, at=ev.at)
+        deadline = ev.at + timedelta(seconds=self.s.scaled(self.s.routing_stuck_after_seconds))
+        draft.set_watch(watch_member(draft.status.id, ev.recipient), deadline)
+        return [self._changed(draft, ev.recipient)]
+
     def on_unroutable(self, draft: Draft, ev: Unroutable) -> list[Effect]:
         r = draft.recipient(ev.recipient)
         if r.attempt != ev.attempt or r.state != S.ROUTING:
             return []
         before = draft.status.state
-        final = ev.cause == Cause.INVALID_NUMBER
+        final = ev.cause in retry.FINAL_CAUSES
         if final:
             draft.set_watch(watch_member(draft.status.id, ev.recipient), None)
             draft.move(ev.recipient, S.FAILED, cause=ev.cause, detail=ev.detail, at=ev.at)

@@ -26,6 +26,7 @@ from faxfleet.messages import (
     NotifyOrder,
     RenderDone,
     RenderFailed,
+    Requeued,
     Routed,
     Unroutable,
 )
@@ -148,6 +149,8 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
             handler = lambda d: m.on_render_failed(d, ev)  # noqa: E731
         case Routed():
             handler = lambda d: m.on_routed(d, ev)  # noqa: E731
+        case Requeued():
+            handler = lambda d: m.on_requeued(d, ev)  # noqa: E731
         case Unroutable():
             handler = lambda d: m.on_unroutable(d, ev)  # noqa: E731
         case AttemptProgress():

@@ -1,83 +1,270 @@
-"""routing.policy.place: candidates in, one decision out."""
+"""The placement policy as pure functions: table-driven cases and properties."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing.policy import Candidate, place
+from routing.costs import CostTable, parse_csv
+from routing.policy import Action, Knobs, SiteState, WaitingFax, candidates, plan
+
+HEADER = "prefix,price_per_minute,connection_fee,first_increment,next_increment,currency,days,start,end,description\n"  # noqa: E501
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday, 11:00 in Paris, 05:00 NY
+KNOBS = Knobs()
 
 
-def c(site: str, up: int, busy: int = 0, waiting: int = 0) -> Candidate:
-    return Candidate(site=site, lines_up=up, lines_busy=busy, waiting=waiting)
+def table(site: str, tz: str, rows: list[str]) -> CostTable:
+    return parse_csv(HEADER + "\n".join(rows) + "\n", site=site, timezone=tz)
+
+
+PARIS = table(
+    "paris",
+    "Europe/Paris",
+    [
+        "33,0.02,0,60,60,EUR,*,,,France",
+        "1,0.20,0,60,60,EUR,*,,,North America",
+        "44,0.10,0,60,60,EUR,*,,,UK",
+    ],
+)
+NEWYORK = table(
+    "newyork",
+    "America/New_York",
+    [
+        "1,0.01,0,60,60,EUR,*,,,North America",
+        "33,0.25,0,60,60,EUR,*,,,France",
+    ],
+)
+LONDON_NO_US = table("london", "Europe/London", ["44,0.01,0,60,60,EUR,*,,,UK"])
+
+
+def site(
+    name: str,
+    *,
+    lines: int = 2,
+    busy: int = 0,
+    costs: CostTable | None = None,
+    group: str | None = "g",
+    success: dict[str, float] | None = None,
+) -> SiteState:
+    return SiteState(
+        name=name, group=group, lines_up=lines, busy=busy, costs=costs, success=success or {}
+    )
+
+
+def fax(
+    key: str,
+    number: str,
+    *,
+    priority: int = 5,
+    pages: int = 2,
+    home: str = "paris",
+    age: float = 0.0,
+) -> WaitingFax:
+    return WaitingFax(
+        key=key,
+        number=number,
+        pages=pages,
+        priority=priority,
+        enqueued_at=NOW - timedelta(seconds=age),
+        home_site=home,
+    )
+
+
+def groups(sites: dict[str, SiteState]):
+    return lambda name: sites[name].group if name in sites else "g"
+
+
+def decide(faxes: list[WaitingFax], sites: list[SiteState], knobs: Knobs = KNOBS):
+    by_name = {s.name: s for s in sites}
+    return {d.key: d for d in plan(faxes, by_name, NOW, knobs, groups(by_name))}
 
 
 @pytest.mark.parametrize(
-    ("candidates", "home", "expected"),
+    ("number", "sites", "expected"),
     [
-        ([c("paris", 4, busy=3), c("lyon", 4, busy=1)], "paris", "lyon"),
-        ([c("paris", 4, busy=4, waiting=2), c("lyon", 2, busy=2)], "paris", "lyon"),
-        ([c("paris", 2, busy=1), c("lyon", 4, busy=1)], "paris", "lyon"),
-        ([c("paris", 4, busy=1), c("lyon", 4, busy=2)], "lyon", "paris"),
-        # equal load: the home site wins, whatever the name order
-        ([c("berlin", 4, busy=2), c("zurich", 2, busy=1)], "zurich", "zurich"),
-        ([c("zurich", 2, busy=1), c("berlin", 4, busy=2)], "berlin", "berlin"),
-        # equal load, neither is home: more lines, then the name
-        ([c("berlin", 2), c("zurich", 4)], "paris", "zurich"),
-        ([c("zurich", 4), c("berlin", 4)], "paris", "berlin"),
-        # a site with every line out of service is skipped even when idle
-        ([c("paris", 0), c("lyon", 1, busy=1, waiting=5)], "paris", "lyon"),
-        ([c("lyon", 3)], "paris", "lyon"),
+        ("+33142685300", [site("paris", costs=PARIS), site("newyork", costs=NEWYORK)], "paris"),
+        ("+12125550100", [site("paris", costs=PARIS), site("newyork", costs=NEWYORK)], "newyork"),
+        # the cheap site is full but the fax is urgent: it pays more to go now
+        (
+            "+12125550100",
+            [site("paris", costs=PARIS), site("newyork", busy=2, costs=NEWYORK)],
+            "paris",
+        ),
+        # a site that cannot dial the destination is never chosen
+        ("+12125550100", [site("london", costs=LONDON_NO_US), site("paris", costs=PARIS)], "paris"),
+        # without cost tables load decides; equal load prefers the home site
+        ("+12125550100", [site("newyork"), site("paris")], "paris"),
+        ("+12125550100", [site("newyork"), site("paris", busy=1)], "newyork"),
+        # a cheap route that fails most calls is dearer than it looks
+        (
+            "+12125550100",
+            [site("paris", costs=PARIS), site("newyork", costs=NEWYORK, success={"1212": 0.04})],
+            "paris",
+        ),
     ],
 )
-def test_place(candidates: list[Candidate], home: str, expected: str) -> None:
-    placement = place(candidates, home)
-    assert placement.site == expected
-    assert placement.reason
+def test_urgent_placement(number: str, sites: list[SiteState], expected: str) -> None:
+    d = decide([fax("a", number, priority=9)], sites)["a"]
+    assert d.action == Action.DISPATCH
+    assert d.site == expected
 
 
-def test_no_sites() -> None:
-    placement = place([], "paris")
-    assert placement.site is None
-    assert placement.reason == "no site is up"
+def test_bulk_fax_waits_for_the_cheap_site_while_urgent_overflows() -> None:
+    sites = [site("paris", costs=PARIS), site("newyork", lines=2, busy=2, costs=NEWYORK)]
+    d = decide(
+        [fax("bulk", "+12125550100", priority=1), fax("urgent", "+12125550101", priority=9)], sites
+    )
+    assert d["bulk"].action == Action.WAIT and d["bulk"].site == "newyork"
+    assert d["urgent"].action == Action.DISPATCH and d["urgent"].site == "paris"
+    assert d["bulk"].expected_wait > 0
 
 
-def test_all_lines_out_of_service() -> None:
-    placement = place([c("paris", 0), c("lyon", 0, waiting=3)], "paris")
-    assert placement.site is None
-    assert placement.reason == "no site has a line in service"
+def test_most_urgent_takes_the_last_free_line() -> None:
+    sites = [site("paris", lines=1, costs=PARIS)]
+    d = decide(
+        [
+            fax("old-bulk", "+33142685300", priority=1, age=600),
+            fax("new-urgent", "+33142685301", priority=9),
+        ],
+        sites,
+    )
+    assert d["new-urgent"].action == Action.DISPATCH
+    assert d["old-bulk"].action == Action.WAIT
 
 
-def test_reason_names_load_and_sites() -> None:
-    placement = place([c("paris", 4, busy=2), c("lyon", 0)], "paris")
-    assert placement.reason == "load 0.50 over 1 site(s)"
+def test_same_priority_is_first_come_first_served() -> None:
+    sites = [site("paris", lines=1, costs=PARIS)]
+    d = decide([fax("young", "+33142685300", age=1), fax("old", "+33142685301", age=50)], sites)
+    assert d["old"].action == Action.DISPATCH and d["young"].action == Action.WAIT
 
 
-candidate_lists = st.lists(
-    st.builds(
-        Candidate,
-        site=st.sampled_from(["paris", "lyon", "berlin", "zurich", "oslo", "rome"]),
-        lines_up=st.integers(min_value=0, max_value=8),
-        lines_busy=st.integers(min_value=0, max_value=8),
-        waiting=st.integers(min_value=0, max_value=50),
+def test_standalone_site_routes_only_to_itself() -> None:
+    sites = [site("paris", group=None, busy=2, costs=PARIS), site("newyork", costs=NEWYORK)]
+    d = decide([fax("a", "+12125550100", priority=9)], sites)["a"]
+    assert d.action == Action.WAIT and d.site == "paris"
+
+
+def test_group_boundaries_are_kept() -> None:
+    sites = [
+        site("paris", group="europe", busy=2, costs=PARIS),
+        site("newyork", group="america", costs=NEWYORK),
+    ]
+    d = decide([fax("a", "+12125550100", priority=9)], sites)["a"]
+    assert d.site == "paris" and d.action == Action.WAIT
+
+
+def test_no_site_up_and_no_route() -> None:
+    d = decide([fax("a", "+33142685300")], [])["a"]
+    assert d.action == Action.NO_SITE and "is up" in d.reason
+    d = decide([fax("b", "+12125550100", home="london")], [site("london", costs=LONDON_NO_US)])
+    assert d["b"].action == Action.NO_ROUTE and "+12125550100" in d["b"].reason
+
+
+def test_time_of_day_band_in_the_sites_local_time() -> None:
+    """Paris is dear for +1 by day and cheaper than New York in its evening."""
+    evening = table(
+        "paris",
+        "Europe/Paris",
+        [
+            "1,0.30,0,60,60,EUR,mon-fri,08:00,18:00,day",
+            "1,0.005,0,60,60,EUR,mon-fri,18:00,24:00,evening",
+            "1,0.005,0,60,60,EUR,mon-fri,00:00,08:00,night",
+            '1,0.005,0,60,60,EUR,"sat,sun",,,weekend',
+        ],
+    )
+    sites = [site("paris", costs=evening), site("newyork", costs=NEWYORK)]
+    by_name = {s.name: s for s in sites}
+    urgent = [fax("a", "+12125550100", priority=9)]
+    day = plan(urgent, by_name, NOW, KNOBS, groups(by_name))[0]
+    paris_evening = datetime(2026, 11, 25, 17, 30, tzinfo=UTC)  # 18:30 in Paris (winter)
+    paris_afternoon = datetime(2026, 7, 1, 15, 30, tzinfo=UTC)  # 17:30 in Paris (summer)
+    evening_choice = plan(urgent, by_name, paris_evening, KNOBS, groups(by_name))[0]
+    summer_choice = plan(urgent, by_name, paris_afternoon, KNOBS, groups(by_name))[0]
+    assert day.site == "newyork"
+    assert evening_choice.site == "paris"
+    assert summer_choice.site == "newyork"
+
+
+def test_cost_is_reported_for_the_airtime_estimate() -> None:
+    d = decide([fax("a", "+33142685300", pages=3, priority=9)], [site("paris", costs=PARIS)])["a"]
+    # 3 pages x 40 s + 25 s setup = 145 s, billed 180 s at 0.02/min
+    assert d.cost == Decimal("0.060000")
+
+
+def test_candidates_skip_sites_without_lines() -> None:
+    sites = {"paris": site("paris", lines=0), "newyork": site("newyork")}
+    assert [s.name for s in candidates(fax("a", "+1"), sites, groups(sites))] == ["newyork"]
+
+
+# -- properties ---------------------------------------------------------------------------
+
+TABLES = [PARIS, NEWYORK, LONDON_NO_US, None]
+NUMBERS = ["+33142685300", "+12125550100", "+442079460000", "+4930901820"]
+
+site_st = st.builds(
+    lambda i, lines, busy, costs, rate: SiteState(
+        name=f"s{i}",
+        group="g",
+        lines_up=lines,
+        busy=min(busy, lines),
+        costs=costs,
+        success={"1212": rate} if rate is not None else {},
     ),
-    max_size=6,
-    unique_by=lambda x: x.site,
+    st.integers(0, 1000),
+    st.integers(0, 4),
+    st.integers(0, 5),
+    st.sampled_from(TABLES),
+    st.one_of(st.none(), st.floats(0.1, 1.0)),
+)
+fax_st = st.builds(
+    lambda i, number, priority, pages, age: fax(
+        f"f{i}", number, priority=priority, pages=pages, home="s0", age=age
+    ),
+    st.integers(0, 10_000),
+    st.sampled_from(NUMBERS),
+    st.integers(0, 9),
+    st.integers(1, 20),
+    st.floats(0, 3600),
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(candidate_lists, st.sampled_from(["paris", "lyon", "berlin", "nowhere"]))
-def test_choice_is_usable_and_least_loaded(candidates: list[Candidate], home: str) -> None:
-    placement = place(candidates, home)
-    usable = [x for x in candidates if x.lines_up > 0]
-    if not usable:
-        assert placement.site is None
-        return
-    chosen = next(x for x in candidates if x.site == placement.site)
-    assert chosen.lines_up > 0
-    assert not any(x.load < chosen.load for x in usable)
-    home_usable = [x for x in usable if x.site == home]
-    if home_usable and home_usable[0].load == chosen.load:
-        assert chosen.site == home
+@given(
+    st.lists(site_st, max_size=5, unique_by=lambda s: s.name),
+    st.lists(fax_st, max_size=12, unique_by=lambda f: f.key),
+)
+def test_properties(sites: list[SiteState], faxes: list[WaitingFax]) -> None:
+    by_name = {s.name: s for s in sites}
+    decisions = plan(faxes, by_name, NOW, KNOBS, lambda _: "g")
+    numbers = {f.key: f.number for f in faxes}
+    handed = dict.fromkeys(by_name, 0)
+    for d in decisions:
+        if d.action != Action.DISPATCH:
+            continue
+        chosen = by_name[d.site]
+        # never a site that is down, full, or cannot dial the number
+        assert chosen.lines_up > 0
+        handed[d.site] += 1
+        assert handed[d.site] <= chosen.free
+        assert chosen.costs is None or chosen.costs.can_dial(numbers[d.key])
+    # never a dearer site when a cheaper one with a free line could keep the promise:
+    # check the first (most urgent) fax, which sees the fleet as it is
+    if decisions and faxes:
+        first = decisions[0]
+        head = next(f for f in faxes if f.key == first.key)
+        if first.action == Action.DISPATCH and first.cost is not None:
+            airtime = head.pages * KNOBS.seconds_per_page + KNOBS.call_setup_seconds
+            for s in sites:
+                if s.free > 0 and s.costs is not None and s.costs.can_dial(head.number):
+                    cost = s.costs.call_cost(head.number, NOW, airtime)
+                    assert cost is not None
+                    rate = Decimal(str(max(KNOBS.min_success, s.success_for(head.number))))
+                    assert first.cost <= cost / rate
+    # most urgent first: a dispatched fax is never less urgent than one that waits for
+    # the same site while that site still had a line to give
+    waiting_for = {d.site for d in decisions if d.action == Action.WAIT}
+    assert all(handed.get(s, 0) <= by_name[s].free for s in waiting_for)

@@ -1,15 +1,21 @@
 """The site worker: one Celery worker per site, one concurrent send per line it owns.
 
-Run: ``celery -A workers.site worker -Q site.<site> -P threads -c <lines>``. While it
-runs it publishes the site's state (lines, backlog) under ``ff:site:<site>`` with a
-short expiry, so a site that stops publishing drops out of routing on its own.
+Run: ``celery -A workers.site worker -Q site.<site> -P threads -c <max lines>``. While
+it runs it publishes the site's state (lines, what it has seen recently) under
+``ff:site:<site>`` with a short expiry, so a site that stops publishing drops out of
+routing on its own. It follows the line count an administrator sets
+(``faxfleet.keys.site_lines``) without a restart. The dispatcher hands it no more faxes
+than it has free lines; when an attempt ends the worker frees its slot and wakes the
+dispatcher.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -32,10 +38,13 @@ from faxfleet.settings import get_settings
 from workers.lines.base import Call, SendReport
 from workers.lines.pool import LinePool
 from workers.lines.simulated import SimulatedLine, SimulatedNetwork
+from workers.lines.stats import LineStats
 
 rt = runtime(f"site-{get_settings().site}")
 log, settings, app = rt.log, rt.settings, rt.app
-WORKER_ID = f"{settings.site}@{socket.gethostname()}"
+WORKER_ID = f"{settings.site}@{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+"""Unique per process start: an attempt claim names the process that made the call."""
+stats = LineStats()
 
 
 def _redis() -> redis.Redis:
@@ -43,21 +52,33 @@ def _redis() -> redis.Redis:
 
 
 @lru_cache(maxsize=1)
-def pool() -> LinePool:
+def _network() -> SimulatedNetwork:
+    return SimulatedNetwork(_redis())
+
+
+def _make_line(index: int) -> SimulatedLine:
     prefix = settings.line_prefix or settings.site
-    network = SimulatedNetwork(_redis())
-    return LinePool(
-        [
-            SimulatedLine(
-                name=f"{prefix}-{i + 1}",
-                site=settings.site,
-                network=network,
-                dial_seconds=settings.sim_dial_seconds,
-                page_seconds=settings.sim_page_seconds,
-            )
-            for i in range(settings.lines)
-        ]
+    return SimulatedLine(
+        name=f"{prefix}-{index + 1}",
+        site=settings.site,
+        network=_network(),
+        dial_seconds=settings.sim_dial_seconds,
+        page_seconds=settings.sim_page_seconds,
     )
+
+
+@lru_cache(maxsize=1)
+def pool() -> LinePool:
+    return LinePool([_make_line(i) for i in range(settings.lines)])
+
+
+def follow_line_count() -> None:
+    """Apply the line count an administrator set for this site, if any."""
+    raw = _redis().get(keys.site_lines(settings.site))
+    if raw is not None and int(raw) != len(pool()):
+        log.info("lines changed", site=settings.site, lines=int(raw))
+        pool().resize(int(raw), _make_line)
+        _redis().lpush(keys.DISPATCH_WAKE, "lines")
 
 
 # -- shared load ------------------------------------------------------------------------
@@ -67,12 +88,15 @@ _stop_publishing = threading.Event()
 
 def publish_status() -> SiteStatus:
     r = _redis()
+    follow_line_count()
     status = SiteStatus(
         name=settings.site,
         lines=pool().statuses(),
         waiting=names.queue_depth(r, names.site_queue(settings.site)),
         worker=WORKER_ID,
         updated_at=now(),
+        seconds_per_page=stats.seconds_per_page(),
+        success=stats.success(),
     )
     r.set(
         keys.site_status(settings.site),
@@ -198,6 +222,15 @@ def _refuse(o: SendOrder, cause: Cause, detail: str) -> None:
     AttemptReporter(o, None).result(SendReport(False, o.first_page - 1, False, cause, detail))
 
 
+def _free_slot(o: SendOrder) -> None:
+    """The attempt has ended: give its slot back to the dispatcher and wake it."""
+    with _redis().pipeline(transaction=False) as pipe:
+        pipe.hdel(keys.site_inflight(settings.site), o.attempt_id)
+        pipe.lpush(keys.DISPATCH_WAKE, "line")
+        pipe.ltrim(keys.DISPATCH_WAKE, 0, 99)
+        pipe.execute()
+
+
 @app.task(name=names.SEND_TASK)
 def send(order: dict[str, Any]) -> None:
     """Make one attempt: claim it, take a line, dial, send page by page, report."""
@@ -207,10 +240,18 @@ def send(order: dict[str, Any]) -> None:
         keys.attempt_claim(o.attempt_id), WORKER_ID, nx=True, ex=settings.retention_seconds
     )
     if not claimed:
+        # Its slot belongs to whoever holds the claim: leave the dispatch record alone.
         log.warning(
             "attempt already claimed; not sending twice", job=o.job_id, attempt=o.attempt_id
         )
         return
+    try:
+        _attempt(o, r)
+    finally:
+        _free_slot(o)
+
+
+def _attempt(o: SendOrder, r: redis.Redis) -> None:
     if r.exists(keys.cancel_flag(o.job_id)):
         return _refuse(o, Cause.CANCELLED, "cancelled before dialing")
     pages = load_pages(r, o.job_id, o.first_page, o.pages)
@@ -225,7 +266,7 @@ def send(order: dict[str, Any]) -> None:
         reporter.dialing()
         call = Call(
             number=o.number,
-            dial_string=o.number,
+            dial_string=o.dial_string or o.number,
             first_page=o.first_page,
             total_pages=o.pages,
             local_id=o.sender,
@@ -240,6 +281,15 @@ def send(order: dict[str, Any]) -> None:
             report = SendReport(
                 False, reporter.confirmed, reporter.seq > 1, Cause.MODEM_ERROR, str(exc)
             )
-        reporter.result(report, (now() - started).total_seconds())
+        duration = (now() - started).total_seconds()
+        stats.record(
+            o.number,
+            connected=report.connected,
+            ok=report.ok,
+            pages=report.pages_confirmed - (o.first_page - 1),
+            seconds=duration,
+        )
+        reporter.result(report, duration)
     finally:
         pool().release(line)
+    return None

@@ -8,7 +8,7 @@ its load.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from faxfleet.messages import LineStatus, now
@@ -21,12 +21,17 @@ class LinePool:
         self._lock = threading.Lock()
         self._busy: dict[str, tuple[str, int, datetime]] = {}
         self._out_of_service: set[str] = set()
+        self._retiring: set[str] = set()
 
     def acquire(self, job_id: str, recipient: int) -> Line | None:
         """A free line in service, marked busy for this job, or None."""
         with self._lock:
             for line in self._lines:
-                if line.name not in self._busy and line.name not in self._out_of_service:
+                if (
+                    line.name not in self._busy
+                    and line.name not in self._out_of_service
+                    and line.name not in self._retiring
+                ):
                     self._busy[line.name] = (job_id, recipient, now())
                     return line
         return None
@@ -34,6 +39,23 @@ class LinePool:
     def release(self, line: Line) -> None:
         with self._lock:
             self._busy.pop(line.name, None)
+            if line.name in self._retiring:
+                self._retiring.discard(line.name)
+                self._lines = [x for x in self._lines if x.name != line.name]
+
+    def resize(self, size: int, make_line: Callable[[int], Line]) -> None:
+        """Grow to ``size`` lines with ``make_line(i)`` or shrink: idle lines past the
+        size go at once, busy ones when their call ends."""
+        with self._lock:
+            while len(self._lines) < size:
+                self._lines.append(make_line(len(self._lines)))
+            self._retiring = {line.name for line in self._lines[size:]}
+            self._lines = [
+                line for i, line in enumerate(self._lines) if i < size or line.name in self._busy
+            ]
+
+    def __len__(self) -> int:
+        return len(self._lines)
 
     def set_out_of_service(self, name: str, out: bool) -> None:
         with self._lock:
@@ -46,7 +68,7 @@ class LinePool:
         with self._lock:
             result = []
             for line in self._lines:
-                if line.name in self._out_of_service:
+                if line.name in self._out_of_service or line.name in self._retiring:
                     result.append(LineStatus(name=line.name, state="out_of_service"))
                 elif line.name in self._busy:
                     job, rcpt, since = self._busy[line.name]
