@@ -217,12 +217,12 @@ def sites(ctx: click.Context) -> None:
 
 @cli.command()
 @click.option("--keep/--no-keep", default=True, help="Keep the fleet running after the batch.")
-@click.option("--faxes", default=14, show_default=True, help="How many faxes the batch has.")
+@click.option("--faxes", default=0, help="Send only the first N faxes of the batch (0: all).")
 def demo(keep: bool, faxes: int) -> None:
     """Start a local two-site fleet, send a realistic batch, show progress and a summary."""
     from faxfleet.demo import run_demo
 
-    sys.exit(run_demo(keep=keep, faxes=faxes))
+    sys.exit(run_demo(keep=keep, faxes=faxes or None))
 
 
 @cli.command()

@@ -25,11 +25,13 @@ from rich.live import Live
 from rich.table import Table
 
 from faxfleet import keys
+from faxfleet.admin_client import AdminClient
 from faxfleet.cli import fax_table
 from faxfleet.client import FaxClient
 from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.messages import SETTLED_STATES, FaxStatus
 from faxfleet.redis_server import RedisServer, free_port
+from faxfleet.sample_group import declare
 
 console = Console()
 
@@ -89,6 +91,10 @@ BATCH = [
     DemoFax(["+12125550152"], 1, "purchase-order.txt", "newyork", "purchasing"),
     DemoFax(["+33142685304"], 5, "invoice.pdf", "paris", "billing"),
     DemoFax(["+12125550153"], 9, "lab-results.pdf", "newyork", "lab"),
+    DemoFax(["+16465550101"], 1, "invoice.pdf", "newyork", "billing"),
+    DemoFax(["+16465550102"], 1, "invoice.pdf", "newyork", "billing"),
+    DemoFax(["+12125550154"], 9, "lab-results.pdf", "paris", "lab"),
+    DemoFax(["+12125550155"], 9, "lab-results.pdf", "paris", "lab"),
 ]
 
 
@@ -111,17 +117,31 @@ class _MailCounter:
 
 def summary_table(faxes: list[FaxStatus]) -> Table:
     table = Table(title="Summary")
-    for col in ("fax", "prio", "home", "to", "site", "pages", "attempts", "result", "notified by"):
+    columns = (
+        "fax",
+        "prio",
+        "home",
+        "to",
+        "site",
+        "est. cost",
+        "pages",
+        "attempts",
+        "result",
+        "notified by",
+    )
+    for col in columns:
         table.add_column(col)
     for fax in faxes:
         for r in fax.recipients:
             result = r.state.value + (f" ({r.cause.value})" if r.cause else "")
+            cost = f"{float(r.cost_estimate):.3f} {r.currency}" if r.cost_estimate else "-"
             table.add_row(
                 fax.id,
                 str(fax.priority),
                 fax.home_site,
                 r.number,
                 r.site or "-",
+                cost,
                 f"{r.pages_confirmed}/{fax.pages or 0}",
                 str(r.attempt),
                 result,
@@ -130,7 +150,7 @@ def summary_table(faxes: list[FaxStatus]) -> Table:
     return table
 
 
-def run_demo(*, keep: bool = True, faxes: int = len(BATCH), run_dir: Path | None = None) -> int:
+def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | None = None) -> int:
     run_dir = (run_dir or Path(".fleet")).resolve()
     shutil.rmtree(run_dir / "redis", ignore_errors=True)  # every demo starts empty
     server = RedisServer(run_dir / "redis", appendonly=True).start()
@@ -146,7 +166,7 @@ def run_demo(*, keep: bool = True, faxes: int = len(BATCH), run_dir: Path | None
         "FAXFLEET_API_URLS": f"http://127.0.0.1:{api_port}",
     }
     fleet = Fleet(
-        [SiteSpec("paris", 3), SiteSpec("newyork", 3)],
+        [SiteSpec("paris", 3), SiteSpec("newyork", 2)],
         env,
         run_dir / "logs",
         api_port=api_port,
@@ -159,12 +179,18 @@ def run_demo(*, keep: bool = True, faxes: int = len(BATCH), run_dir: Path | None
         console.print(f"[bold]Starting a two-site fleet[/] (logs in {run_dir / 'logs'}) ...")
         fleet.start()
         fleet.wait_ready(timeout=90)
+        with AdminClient(fleet.api_url, admin_key="admin-key") as admin:
+            declare(admin, {s.name: s.lines for s in fleet.sites})
+        console.print(
+            "Group [bold]global[/]: paris and newyork with their cost tables "
+            "(each cheap for its own country)."
+        )
         r = redis.Redis.from_url(server.url)
         for number, script in SCRIPTS.items():
             r.rpush(keys.sim_script(number), *script)
         with FaxClient(fleet.api_url, api_key="demo-key") as client:
             ids = []
-            for item in BATCH[:faxes]:
+            for item in BATCH[: faxes or len(BATCH)]:
                 fax = client.send(
                     (item.document, _document(item.document)),
                     item.to,

@@ -137,6 +137,9 @@ class RecipientStatus(Message):
     detail: str | None = None
     next_try_at: datetime | None = None
     remote_id: str | None = None
+    cost_estimate: str | None = None
+    """Expected cost of the current attempt at its site (decimal) and currency."""
+    currency: str | None = None
     event_seq: int = 0
     updated_at: datetime | None = None
 
@@ -238,6 +241,10 @@ class Routed(Message):
     attempt: int
     site: str
     at: datetime
+    cost: str | None = None
+    """Expected cost of the call at the chosen site (decimal, in the table's currency)."""
+    currency: str | None = None
+    reason: str | None = None
 
 
 class Requeued(Message):
@@ -332,6 +339,10 @@ class SiteStatus(Message):
     updated_at: datetime
     seconds_per_page: float | None = None
     """Recent mean call time per page sent (setup included); None before any call."""
+    pages_per_minute: float | None = None
+    """The same, as pages per minute of line time."""
+    mean_call_seconds: float | None = None
+    """Recent mean length of a connected call."""
     success: dict[str, float] = Field(default_factory=dict)
     """Recent share of connected calls that ended well, per destination prefix."""
 

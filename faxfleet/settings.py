@@ -80,6 +80,22 @@ class Settings(BaseSettings):
     """A recipient left in ``routing`` this long is routed again (same attempt)."""
     retention_seconds: int = 7 * 86400
 
+    # --- routing policy (docs/routing.md) ------------------------------------------------
+    routing_seconds_per_page: float = 40.0
+    """Airtime per page used to estimate a call's cost."""
+    routing_call_setup_seconds: float = 25.0
+    """Dialling, answer and handshake before the first page."""
+    routing_promise_seconds: str = "86400,28800,14400,7200,3600,1800,900,300,60,0"
+    """Longest acceptable wait for a line by priority 0..9 (comma-separated seconds,
+    scaled by ``time_scale``)."""
+    routing_min_success: float = 0.05
+    routing_patience_seconds: float = 900.0
+    """Longest a fax waits for a cheaper site while another site could start it sooner
+    (scaled by ``time_scale``); raise it to favour cost over idle lines."""
+    routing_refresh_seconds: float = 30.0
+    """How often a router reloads site configuration and cost tables even without a
+    configuration change (it reloads at once on one)."""
+
     # --- shared site state -------------------------------------------------------------
     load_publish_interval: float = 1.0
     load_ttl: float = 5.0
@@ -114,6 +130,13 @@ class Settings(BaseSettings):
     @property
     def api_url_list(self) -> list[str]:
         return [u.strip().rstrip("/") for u in self.api_urls.split(",") if u.strip()]
+
+    @property
+    def promise_list(self) -> tuple[float, ...]:
+        values = tuple(float(v) for v in self.routing_promise_seconds.split(","))
+        if len(values) != 10 or any(v < 0 for v in values):
+            raise ValueError("FAXFLEET_ROUTING_PROMISE_SECONDS needs 10 values >= 0 (0..9)")
+        return values
 
     @property
     def admin_key_set(self) -> set[str]:

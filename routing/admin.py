@@ -35,7 +35,7 @@ from faxfleet.messages import SiteStatus
 from faxfleet.redis_conn import connect
 from faxfleet.settings import get_settings
 from routing.cost_store import CostStore, UnknownVersion
-from routing.costs import CostTableError
+from routing.costs import CostTable, CostTableError, parse_csv
 from routing.sites import (
     GroupConfig,
     Registry,
@@ -426,6 +426,26 @@ _CSV_BODY = {
 }
 
 
+def _import_checked(site: SiteConfig, text: str) -> CostTable:
+    """Import after checking the table's currency against the site's group: placement
+    compares costs as numbers, so a group prices in one currency."""
+    table = parse_csv(text, site=site.name, timezone=site.timezone)
+    if site.group is not None:
+        for peer in registry().sites().values():
+            if peer.group != site.group or peer.name == site.name:
+                continue
+            other = cost_store().current(peer.name)
+            if other is not None and other.currency != table.currency:
+                raise CostTableError(
+                    [
+                        f"currency {table.currency} differs from {other.currency}, the currency "
+                        f"of site {peer.name!r} in group {site.group!r}: a group prices in one "
+                        "currency"
+                    ]
+                )
+    return cost_store().import_csv(site.name, text, site.timezone)
+
+
 @app.put(
     "/v1/sites/{name}/costs",
     response_model=CostImport,
@@ -444,7 +464,7 @@ async def import_costs(name: str, request: Request) -> Any:
         raise HTTPException(422, f"the cost table is not UTF-8 text ({exc})") from None
     site = await run_in_threadpool(_site_or_404, name)
     try:
-        table = await run_in_threadpool(cost_store().import_csv, name, text, site.timezone)
+        table = await run_in_threadpool(_import_checked, site, text)
     except CostTableError as exc:
         return JSONResponse(
             {"detail": f"cost table has {len(exc.errors)} errors", "errors": exc.errors},

@@ -33,8 +33,9 @@ from faxfleet import keys
 from faxfleet.messages import Cause as C
 from faxfleet.messages import Requeued, Routed, RouteOrder, SendOrder, SiteStatus, Unroutable, now
 from faxfleet.runtime import Runtime, runtime
+from faxfleet.settings import Settings
 from routing.dialing import dial_string
-from routing.policy import Action, Knobs, SiteState, WaitingFax, plan
+from routing.policy import Action, Decision, Knobs, SiteState, WaitingFax, plan
 from routing.sites import CONFIG_VERSION, Registry, SiteConfig, group_of
 
 WAITING = "ff:rt:waiting"  # sorted set: attempt id, by urgency
@@ -64,6 +65,18 @@ return 1
 def placed_key(attempt_id: str) -> str:
     """Which site an attempt was handed to (so a repeated routing order is ignored)."""
     return f"ff:rt:placed:{attempt_id}"
+
+
+def knobs_from(s: Settings) -> Knobs:
+    """The policy's knobs from settings (FAXFLEET_ROUTING_*)."""
+    return Knobs(
+        seconds_per_page=s.routing_seconds_per_page,
+        call_setup_seconds=s.routing_call_setup_seconds,
+        promise_seconds=s.promise_list,
+        min_success=s.routing_min_success,
+        patience_seconds=s.routing_patience_seconds,
+        time_scale=s.time_scale,
+    )
 
 
 def urgency_score(priority: int, enqueued_at: float) -> float:
@@ -98,11 +111,11 @@ class Fleet:
 
 
 class Dispatcher:
-    def __init__(self, rt: Runtime, knobs: Knobs | None = None, refresh_seconds: float = 30.0):
+    def __init__(self, rt: Runtime, knobs: Knobs | None = None) -> None:
         self.rt = rt
         self.r = rt.redis
-        self.knobs = knobs or Knobs(time_scale=rt.settings.time_scale)
-        self.refresh_seconds = refresh_seconds
+        self.knobs = knobs or knobs_from(rt.settings)
+        self.refresh_seconds = rt.settings.routing_refresh_seconds
         self.cache = Fleet()
         self.claim = self.r.register_script(_CLAIM)
         self.give_back = self.r.register_script(_GIVE_BACK)
@@ -146,6 +159,7 @@ class Dispatcher:
                 busy=busy,
                 costs=self.cache.costs.get(name) if config else None,
                 seconds_per_page=status.seconds_per_page,
+                mean_call_seconds=status.mean_call_seconds,
                 success=status.success,
             )
         return states
@@ -196,12 +210,13 @@ class Dispatcher:
         for decision in decisions:
             order = orders[decision.key]
             if decision.action == Action.DISPATCH and decision.site:
-                sent += self._hand_to(order, decision.site, sites[decision.site])
+                sent += self._hand_to(order, decision, sites[decision.site])
             elif decision.action in (Action.NO_SITE, Action.NO_ROUTE):
                 self._refuse(order, decision.action, decision.reason)
         return sent
 
-    def _hand_to(self, order: RouteOrder, site: str, state: SiteState) -> int:
+    def _hand_to(self, order: RouteOrder, decision: Decision, state: SiteState) -> int:
+        site = state.name
         config = self.cache.configs.get(site)
         dial = dial_string(order.number, config.dialing) if config else None
         send = SendOrder(**order.model_dump(), site=site, routed_at=now(), dial_string=dial)
@@ -212,14 +227,7 @@ class Dispatcher:
         )
         if claimed != 1:
             return 0  # another dispatcher took it, or the site filled up meanwhile
-        names.send(
-            self.rt.app,
-            names.SEND_TASK,
-            "order",
-            send,
-            names.site_queue(site),
-            names.celery_priority(order.priority),
-        )
+        # The event first: the home site learns "queued" before the site can report.
         names.emit(
             self.rt.app,
             Routed(
@@ -228,8 +236,19 @@ class Dispatcher:
                 attempt=order.attempt,
                 site=site,
                 at=now(),
+                reason=decision.reason,
+                cost=None if decision.cost is None else str(decision.cost),
+                currency=getattr(state.costs, "currency", None),
             ),
             order.home_site,
+        )
+        names.send(
+            self.rt.app,
+            names.SEND_TASK,
+            "order",
+            send,
+            names.site_queue(site),
+            names.celery_priority(order.priority),
         )
         self.rt.log.info(
             "dispatched",

@@ -8,14 +8,17 @@ then time waiting):
    that are up, have a line in service and can dial the number (their cost table has a
    tariff for it; a site without a cost table dials anything, at unknown cost).
 2. **Expected start** at a site: now if it has a free line, otherwise after the faxes
-   already waiting for it: ``(waiting + 1) / lines x mean call time``.
+   already waiting for it: ``(waiting + 1) / lines x mean call time`` (the site's
+   measured mean call, or this fax's estimate before it has one).
 3. **Expected cost** at a site: its tariff at the expected start (in the site's local
    time) for the estimated airtime (pages x ``seconds_per_page`` + ``call_setup``),
    divided by the site's recent success rate for the destination: a cheap line that
    fails half its calls costs double. Unknown cost sorts after every known cost.
-4. **Promise**: each priority has a longest acceptable wait (``promise_seconds``). Among
-   the candidates whose expected start keeps the promise, the cheapest wins; ties go to
-   the earlier start, then the lower load, then the home site, then the name.
+4. **Promise**: each priority has a longest acceptable wait (``promise_seconds``),
+   counted from when the fax started waiting; a fax waits for a cheaper site at most
+   ``patience_seconds`` more, so lines elsewhere do not idle through a long backlog.
+   Among the candidates whose expected start is within both, the cheapest wins; ties
+   go to the earlier start, then the lower load, then the home site, then the name.
 5. If no candidate keeps the promise, the **earliest expected start** wins (cost breaks
    ties): the most urgent faxes pay more to go now.
 6. A fax is handed to a site only when that site has a free line; otherwise it keeps
@@ -63,12 +66,16 @@ class SiteState:
     """Measured recently at this site (None: use the knob)."""
     success: Mapping[str, float] = field(default_factory=dict)
     """Recent success rate per destination prefix (digits of E.164, no '+')."""
+    mean_call_seconds: float | None = None
+    """Measured recently at this site (None: estimate from the fax)."""
 
     @property
     def free(self) -> int:
         return max(0, self.lines_up - self.busy)
 
     def success_for(self, e164: str) -> float:
+        if not self.success:
+            return 1.0
         digits = e164.lstrip("+")
         for n in range(len(digits), 0, -1):
             rate = self.success.get(digits[:n])
@@ -108,12 +115,22 @@ class Knobs:
     )
     """Longest acceptable wait for a line, by priority 0 .. 9."""
     min_success: float = 0.05
+    patience_seconds: float = 900.0
+    """Longest a fax waits for a cheaper site while another could start it sooner."""
     time_scale: float = 1.0
     """Multiplies promises and call times (a time-scaled simulated fleet)."""
 
     def promise(self, priority: int) -> float:
         index = max(0, min(len(self.promise_seconds) - 1, priority))
         return self.promise_seconds[index] * self.time_scale
+
+    def wait_limit(self, fax: WaitingFax, now: datetime) -> float:
+        """How much longer the fax may wait: what is left of its promise, and no more
+        than the patience."""
+        waited = max(0.0, (now - fax.enqueued_at).total_seconds())
+        return min(
+            max(0.0, self.promise(fax.priority) - waited), self.patience_seconds * self.time_scale
+        )
 
 
 class Action(StrEnum):
@@ -162,15 +179,33 @@ def plan(
     """Decide for every waiting fax, most urgent first."""
     free = {name: s.free for name, s in sites.items()}
     queued = dict.fromkeys(sites, 0)
+    pool_free: dict[tuple[str, str | None], int] = {}
+    for s in sites.values():
+        if s.lines_up > 0:
+            key = _pool(s.name, s.group)
+            pool_free[key] = pool_free.get(key, 0) + s.free
     decisions: list[Decision] = []
     for fax in sorted(faxes, key=urgency):
+        pool = _pool(fax.home_site, group_of(fax.home_site))
+        if pool_free.get(pool) == 0:
+            # Every line this fax could use is taken: nothing later in this pass can
+            # start it, so it is not costed (this keeps a pass cheap under backlog).
+            decisions.append(Decision(fax.key, Action.WAIT, None, "no free line in its group"))
+            continue
         decision = _place(fax, sites, now, knobs, group_of, free, queued)
         if decision.action == Action.DISPATCH and decision.site:
             free[decision.site] -= 1
+            chosen = sites[decision.site]
+            pool_free[_pool(chosen.name, chosen.group)] -= 1
         elif decision.action == Action.WAIT and decision.site:
             queued[decision.site] += 1
         decisions.append(decision)
     return decisions
+
+
+def _pool(site: str, group: str | None) -> tuple[str, str | None]:
+    """The lines a fax from ``site`` may use: its group's, or its own when standalone."""
+    return ("site", site) if group is None else ("group", group)
 
 
 def _place(
@@ -192,19 +227,19 @@ def _place(
         names = ", ".join(sorted(s.name for s in live))
         return Decision(fax.key, Action.NO_ROUTE, None, f"no site ({names}) can dial {fax.number}")
     airtime = fax.pages * knobs.seconds_per_page + knobs.call_setup_seconds
-    promise = knobs.promise(fax.priority)
+    limit = knobs.wait_limit(fax, now)
     options = []
     for site in dialable:
         wait = _expected_wait(site, fax, knobs, free[site.name], queued[site.name])
         cost = _expected_cost(site, fax.number, now + timedelta(seconds=wait), airtime, knobs)
         load = (site.lines_up - free[site.name] + queued[site.name]) / site.lines_up
         options.append((site, wait, cost, load))
-    keeping = [o for o in options if o[1] <= promise]
+    keeping = [o for o in options if o[1] <= limit]
     if keeping:
         site, wait, cost, _ = min(
             keeping, key=lambda o: (o[2], o[1], o[3], o[0].name != fax.home_site, o[0].name)
         )
-        why = f"cheapest keeping the {promise:g}s promise"
+        why = f"cheapest able to start within {limit:g}s"
     else:
         site, wait, cost, _ = min(
             options, key=lambda o: (o[1], o[2], o[0].name != fax.home_site, o[0].name)
@@ -221,8 +256,10 @@ def _place(
 def _expected_wait(site: SiteState, fax: WaitingFax, knobs: Knobs, free: int, queued: int) -> float:
     if free > 0:
         return 0.0
-    per_page = site.seconds_per_page or knobs.seconds_per_page * knobs.time_scale
-    call = fax.pages * per_page + knobs.call_setup_seconds * knobs.time_scale
+    call = site.mean_call_seconds
+    if call is None:
+        per_page = site.seconds_per_page or knobs.seconds_per_page * knobs.time_scale
+        call = fax.pages * per_page + knobs.call_setup_seconds * knobs.time_scale
     return (queued + 1) / site.lines_up * call
 
 

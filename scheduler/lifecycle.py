@@ -215,7 +215,15 @@ class Lifecycle:
         r = draft.recipient(ev.recipient)
         if r.attempt != ev.attempt or r.state != S.ROUTING:
             return []
-        draft.move(ev.recipient, S.QUEUED, site=ev.site, at=ev.at)
+        draft.move(
+            ev.recipient,
+            S.QUEUED,
+            site=ev.site,
+            at=ev.at,
+            detail=ev.reason,
+            cost_estimate=ev.cost,
+            currency=ev.currency,
+        )
         # Waiting in a site's queue is bounded by the kill time, not by the watchdog.
         draft.set_watch(watch_member(draft.status.id, ev.recipient), None)
         return [self._changed(draft, ev.recipient)]

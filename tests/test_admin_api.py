@@ -376,3 +376,28 @@ def test_cli(servers: Servers, r: redis.Redis, tmp_path: Path) -> None:
     assert faxfleet("site", "remove", "paris").returncode == 0
     assert faxfleet("group", "delete", "europe").returncode == 0
     assert r.hlen("ff:rt:sites") == 0 and r.hlen("ff:rt:groups") == 0
+
+
+def test_a_group_prices_in_one_currency(api: httpx.Client) -> None:
+    from faxfleet.sample_group import SITES, cost_csv
+
+    csv_headers = {**ADMIN, "Content-Type": "text/csv"}
+    assert api.post("/v1/groups", json={"name": "global"}, headers=ADMIN).status_code == 201
+    for name in ("paris", "newyork"):
+        body = {"name": name, "lines": 2, "group": "global", **SITES[name]}
+        assert api.post("/v1/sites", json=body, headers=ADMIN).status_code == 201
+    assert (
+        api.put("/v1/sites/paris/costs", content=cost_csv("paris"), headers=csv_headers).status_code
+        == 200
+    )
+    in_dollars = cost_csv("newyork").replace(",EUR,", ",USD,")
+    refused = api.put("/v1/sites/newyork/costs", content=in_dollars, headers=csv_headers)
+    assert refused.status_code == 422
+    assert "differs from EUR" in refused.json()["errors"][0]
+    assert api.get("/v1/sites/newyork/costs", headers=ADMIN).status_code == 404
+    assert (
+        api.put(
+            "/v1/sites/newyork/costs", content=cost_csv("newyork"), headers=csv_headers
+        ).status_code
+        == 200
+    )

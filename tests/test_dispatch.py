@@ -175,3 +175,29 @@ def test_site_dropping_out_gives_back_what_it_had_not_started(
     assert started["job_id"] not in at_newyork  # ...but not the call paris had started
     assert len(at_newyork & {o["job_id"] for o in at_paris}) == 2  # two re-placed at once
     assert r.zcard(WAITING) == 1 and r.hlen(ORDERS) == 1  # the third waits for a line
+
+
+def test_routing_keeps_its_last_good_tables_while_redis_is_away(tmp_path) -> None:
+    from faxfleet.sample_group import SITES, cost_csv
+    from routing.cost_store import CostStore
+    from routing.sites import GroupConfig, Registry, SiteConfig
+
+    server = RedisServer(tmp_path / "blip").start()
+    try:
+        r = redis.Redis.from_url(server.url)
+        registry = Registry(r)
+        registry.put_group(GroupConfig(name="global"), create=True)
+        registry.put_site(
+            SiteConfig(name="paris", lines=2, group="global", **SITES["paris"]), create=True
+        )
+        CostStore(r).import_csv("paris", cost_csv("paris"), "Europe/Paris")
+        d = Dispatcher(make_runtime(server.url))
+        d._reload()
+        assert d.cache.costs["paris"].can_dial("+33142685300")
+        server.stop()
+        d.cache.loaded_at = 0  # due for a refresh, but Redis is gone
+        d._reload()  # must not raise
+        assert d.cache.costs["paris"].can_dial("+33142685300")
+        assert "paris" in d.cache.configs
+    finally:
+        server.stop()

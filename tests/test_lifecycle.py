@@ -612,3 +612,33 @@ def test_dialing_before_the_routed_event_implies_queued(lc: Lifecycle) -> None:
     assert fax.r().state == S.DIALING
     moves = [(t.from_state, t.to_state) for t in fax.draft_transitions if t.recipient == 0]
     assert (S.ROUTING, S.QUEUED) in moves and (S.QUEUED, S.DIALING) in moves
+
+
+def test_requeued_fax_goes_back_to_routing_and_keeps_its_home(lc: Lifecycle) -> None:
+    from faxfleet.messages import Requeued
+
+    fax = Fax(make_fax(1))
+    routed(lc, fax, pages=1)
+    assert fax.r().state == S.QUEUED
+    ev = Requeued(
+        job_id="fx_test",
+        recipient=0,
+        attempt=1,
+        site="lyon",
+        detail="site lyon went down before starting it",
+        at=now(),
+    )
+    fax.step(lambda d: lc.on_requeued(d, ev))
+    assert fax.r().state == S.ROUTING and fax.r().attempt == 1
+    assert "went down" in (fax.r().detail or "")
+    # placed again elsewhere: same attempt, new site; the home site is unchanged
+    fax.step(
+        lambda d: lc.on_routed(
+            d, Routed(job_id="fx_test", recipient=0, attempt=1, site="nice", at=now())
+        )
+    )
+    assert fax.r().state == S.QUEUED and fax.r().site == "nice"
+    assert fax.status.home_site == "paris"
+    # a stale requeue for an older attempt changes nothing
+    stale = Requeued(job_id="fx_test", recipient=0, attempt=0, site="nice", detail="x", at=now())
+    assert fax.step(lambda d: lc.on_requeued(d, stale)) == []

@@ -145,7 +145,10 @@ def test_same_priority_is_first_come_first_served() -> None:
 def test_standalone_site_routes_only_to_itself() -> None:
     sites = [site("paris", group=None, busy=2, costs=PARIS), site("newyork", costs=NEWYORK)]
     d = decide([fax("a", "+12125550100", priority=9)], sites)["a"]
-    assert d.action == Action.WAIT and d.site == "paris"
+    assert d.action == Action.WAIT and d.site is None and "no free line" in d.reason
+    sites = [site("paris", group=None, busy=1, costs=PARIS), site("newyork", costs=NEWYORK)]
+    d = decide([fax("a", "+12125550100", priority=9)], sites)["a"]
+    assert d.action == Action.DISPATCH and d.site == "paris"
 
 
 def test_group_boundaries_are_kept() -> None:
@@ -154,7 +157,8 @@ def test_group_boundaries_are_kept() -> None:
         site("newyork", group="america", costs=NEWYORK),
     ]
     d = decide([fax("a", "+12125550100", priority=9)], sites)["a"]
-    assert d.site == "paris" and d.action == Action.WAIT
+    assert d.action == Action.WAIT and d.site is None  # newyork's free line is not its own
+    assert "no free line" in d.reason
 
 
 def test_no_site_up_and_no_route() -> None:
@@ -266,5 +270,9 @@ def test_properties(sites: list[SiteState], faxes: list[WaitingFax]) -> None:
                     assert first.cost <= cost / rate
     # most urgent first: a dispatched fax is never less urgent than one that waits for
     # the same site while that site still had a line to give
-    waiting_for = {d.site for d in decisions if d.action == Action.WAIT}
+    waiting_for = {d.site for d in decisions if d.action == Action.WAIT and d.site}
     assert all(handed.get(s, 0) <= by_name[s].free for s in waiting_for)
+    # work conserving: a fax left waiting with no site named had no free line at all
+    for d in decisions:
+        if d.action == Action.WAIT and d.site is None:
+            assert all(handed[s.name] == s.free for s in sites if s.lines_up > 0)

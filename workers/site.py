@@ -89,13 +89,16 @@ _stop_publishing = threading.Event()
 def publish_status() -> SiteStatus:
     r = _redis()
     follow_line_count()
+    per_page = stats.seconds_per_page()
     status = SiteStatus(
         name=settings.site,
         lines=pool().statuses(),
         waiting=names.queue_depth(r, names.site_queue(settings.site)),
         worker=WORKER_ID,
         updated_at=now(),
-        seconds_per_page=stats.seconds_per_page(),
+        seconds_per_page=per_page,
+        pages_per_minute=round(60 / per_page, 2) if per_page else None,
+        mean_call_seconds=stats.mean_call_seconds(),
         success=stats.success(),
     )
     r.set(

@@ -115,6 +115,7 @@ class SimulatedLine:
             call.number,
             {
                 "job": call.job_id,
+                "dialed": call.dial_string,
                 "recipient": call.recipient,
                 "attempt": call.attempt,
                 "site": self.site,

@@ -43,6 +43,12 @@ class LineStats:
             pages = sum(p for p, _ in self._pages)
             return sum(s for _, s in self._pages) / pages if pages else None
 
+    def mean_call_seconds(self) -> float | None:
+        with self._lock:
+            if not self._pages:
+                return None
+            return sum(s for _, s in self._pages) / len(self._pages)
+
     def success(self) -> dict[str, float]:
         with self._lock:
             return {
