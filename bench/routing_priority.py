@@ -221,9 +221,16 @@ def main() -> None:
     parser.add_argument("--failure-rate", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append")
+    parser.add_argument(
+        "--patience",
+        type=float,
+        default=None,
+        help="the policy's patience_seconds (default: the policy's default)",
+    )
     args = parser.parse_args()
     n = args.faxes or (500 if args.quick else 2000)
-    knobs = Knobs()
+    knobs = Knobs() if args.patience is None else Knobs(patience_seconds=args.patience)
+    print(f"policy patience: {knobs.patience_seconds:g} s")
     print(machine())
     for name in args.scenario or list(SCENARIOS):
         run(name, n, args, knobs)
