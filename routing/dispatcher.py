@@ -120,6 +120,17 @@ class Dispatcher:
         self.claim = self.r.register_script(_CLAIM)
         self.give_back = self.r.register_script(_GIVE_BACK)
 
+    def _event(self, order: RouteOrder, kind: type, **fields: Any) -> None:
+        """Tell the fax's home site about this attempt."""
+        event = kind(
+            job_id=order.job_id,
+            recipient=order.recipient,
+            attempt=order.attempt,
+            at=now(),
+            **fields,
+        )
+        names.emit(self.rt.app, event, order.home_site)
+
     # -- shared state ---------------------------------------------------------------
 
     def _reload(self) -> None:
@@ -228,19 +239,13 @@ class Dispatcher:
         if claimed != 1:
             return 0  # another dispatcher took it, or the site filled up meanwhile
         # The event first: the home site learns "queued" before the site can report.
-        names.emit(
-            self.rt.app,
-            Routed(
-                job_id=order.job_id,
-                recipient=order.recipient,
-                attempt=order.attempt,
-                site=site,
-                at=now(),
-                reason=decision.reason,
-                cost=None if decision.cost is None else str(decision.cost),
-                currency=getattr(state.costs, "currency", None),
-            ),
-            order.home_site,
+        self._event(
+            order,
+            Routed,
+            site=site,
+            reason=decision.reason,
+            cost=None if decision.cost is None else str(decision.cost),
+            currency=getattr(state.costs, "currency", None),
         )
         names.send(
             self.rt.app,
@@ -265,18 +270,7 @@ class Dispatcher:
             return
         self.r.hdel(ORDERS, order.attempt_id)
         cause = C.NO_SITE if action == Action.NO_SITE else C.NO_ROUTE
-        names.emit(
-            self.rt.app,
-            Unroutable(
-                job_id=order.job_id,
-                recipient=order.recipient,
-                attempt=order.attempt,
-                cause=cause,
-                detail=reason,
-                at=now(),
-            ),
-            order.home_site,
-        )
+        self._event(order, Unroutable, cause=cause, detail=reason)
         self.rt.log.warning(
             "unroutable",
             job=order.job_id,
@@ -311,17 +305,11 @@ class Dispatcher:
                     keys=[key, WAITING, ORDERS, placed], args=[attempt, score, record]
                 ):
                     returned += 1
-                    names.emit(
-                        self.rt.app,
-                        Requeued(
-                            job_id=order.job_id,
-                            recipient=order.recipient,
-                            attempt=order.attempt,
-                            site=site,
-                            at=now(),
-                            detail=f"site {site} went down before starting it",
-                        ),
-                        order.home_site,
+                    self._event(
+                        order,
+                        Requeued,
+                        site=site,
+                        detail=f"site {site} went down before starting it",
                     )
                     self.rt.log.warning("given back", job=order.job_id, site=site)
         return returned
