@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     """Longest acceptable wait for a line by priority 0..9 (comma-separated seconds,
     scaled by ``time_scale``)."""
     routing_min_success: float = 0.05
+    routing_cost_tolerance: float = 0.05
+    """Costs within this fraction of the cheapest count as equal (the earliest start
+    wins among them)."""
     routing_patience_seconds: float = 900.0
     """Longest a fax waits for a cheaper site while another site could start it sooner
     (scaled by ``time_scale``); raise it to favour cost over idle lines."""

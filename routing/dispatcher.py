@@ -75,6 +75,7 @@ def knobs_from(s: Settings) -> Knobs:
         promise_seconds=s.promise_list,
         min_success=s.routing_min_success,
         patience_seconds=s.routing_patience_seconds,
+        cost_tolerance=s.routing_cost_tolerance,
         time_scale=s.time_scale,
     )
 

@@ -17,8 +17,9 @@ then time waiting):
 4. **Promise**: each priority has a longest acceptable wait (``promise_seconds``),
    counted from when the fax started waiting; a fax waits for a cheaper site at most
    ``patience_seconds`` more, so lines elsewhere do not idle through a long backlog.
-   Among the candidates whose expected start is within both, the cheapest wins; ties
-   go to the earlier start, then the lower load, then the home site, then the name.
+   Among the candidates whose expected start is within both, the cheapest wins; costs
+   within ``cost_tolerance`` of the cheapest count as equal, and among equals the
+   earlier start wins, then the lower cost, the lower load, the home site, the name.
 5. If no candidate keeps the promise, the **earliest expected start** wins (cost breaks
    ties): the most urgent faxes pay more to go now.
 6. A fax is handed to a site only when that site has a free line; otherwise it keeps
@@ -115,6 +116,9 @@ class Knobs:
     )
     """Longest acceptable wait for a line, by priority 0 .. 9."""
     min_success: float = 0.05
+    cost_tolerance: float = 0.05
+    """Costs within this fraction of the cheapest count as equal: the earliest start wins
+    among them (a near-equal idle line beats waiting)."""
     patience_seconds: float = 900.0
     """Longest a fax waits for a cheaper site while another could start it sooner."""
     time_scale: float = 1.0
@@ -236,8 +240,10 @@ def _place(
         options.append((site, wait, cost, load))
     keeping = [o for o in options if o[1] <= limit]
     if keeping:
+        cheapest = min(o[2] for o in keeping)
+        near = [o for o in keeping if o[2] <= cheapest * (1 + Decimal(str(knobs.cost_tolerance)))]
         site, wait, cost, _ = min(
-            keeping, key=lambda o: (o[2], o[1], o[3], o[0].name != fax.home_site, o[0].name)
+            near, key=lambda o: (o[1], o[2], o[3], o[0].name != fax.home_site, o[0].name)
         )
         why = f"cheapest able to start within {limit:g}s"
     else:

@@ -276,3 +276,17 @@ def test_properties(sites: list[SiteState], faxes: list[WaitingFax]) -> None:
     for d in decisions:
         if d.action == Action.WAIT and d.site is None:
             assert all(handed[s.name] == s.free for s in sites if s.lines_up > 0)
+
+
+def test_a_nearly_equal_idle_line_beats_waiting() -> None:
+    """Within the cost tolerance, starting now wins over waiting for a slightly cheaper
+    site; beyond it, the cheaper site is worth the wait."""
+    near = table("london", "Europe/London", ["1,0.0102,0,60,60,EUR,*,,,North America"])
+    far = table("london", "Europe/London", ["1,0.02,0,60,60,EUR,*,,,North America"])
+    for london, expected in ((near, "london"), (far, "newyork")):
+        sites = [site("newyork", busy=2, costs=NEWYORK), site("london", costs=london)]
+        d = decide([fax("a", "+12125550100", priority=5)], sites)["a"]
+        assert d.site == expected, (london.tariffs[0].price_per_minute, d)
+    strict = Knobs(cost_tolerance=0.0)
+    sites = [site("newyork", busy=2, costs=NEWYORK), site("london", costs=near)]
+    assert decide([fax("a", "+12125550100")], sites, strict)["a"].site == "newyork"
