@@ -71,7 +71,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -729,6 +729,36 @@ class CostTable:
     def can_dial(self, e164: str) -> bool:
         """Whether any row's prefix matches ``e164``, at whatever time."""
         return next(self._prefixes(e164), None) is not None
+
+    def band_starts(self, e164: str, after: datetime, until: datetime) -> list[datetime]:
+        """Moments in (``after``, ``until``] when the tariff for ``e164`` may change: the
+        starts and ends of its rows' bands, in the table's local time, as UTC times.
+
+        Placement prices a fax at these moments too, so a fax with time to spare can wait
+        for a cheaper band.
+        """
+        if until <= after:
+            return []
+        prefixes = list(self._prefixes(e164))
+        start_local = after.astimezone(self._zone)
+        end_local = until.astimezone(self._zone)
+        found: set[datetime] = set()
+        day = start_local.date()
+        while day <= end_local.date():
+            weekday = day.weekday()
+            for prefix in prefixes:
+                for tariff in self._index[prefix][weekday]:
+                    for minute in (tariff.start, tariff.end):
+                        if minute >= DAY_MINUTES:
+                            continue
+                        local = datetime.combine(
+                            day, time(minute // 60, minute % 60), tzinfo=self._zone
+                        )
+                        moment = local.astimezone(UTC)
+                        if after < moment <= until:
+                            found.add(moment)
+            day += timedelta(days=1)
+        return sorted(found)
 
 
 # --------------------------------------------------------------------------- CSV and JSON

@@ -20,6 +20,8 @@ then time waiting):
    Among the candidates whose expected start is within both, the cheapest wins; costs
    within ``cost_tolerance`` of the cheapest count as equal, and among equals the
    earlier start wins, then the lower cost, the lower load, the home site, the name.
+   A site is also priced at each moment its tariff for the number changes before the
+   limit, so a fax with time to spare may wait for a cheaper band (evening rates).
 5. If no candidate keeps the promise, the **earliest expected start** wins (cost breaks
    ties): the most urgent faxes pay more to go now.
 6. A fax is handed to a site only when that site has a free line; otherwise it keeps
@@ -50,6 +52,8 @@ class Tariffs(Protocol):
     def can_dial(self, e164: str) -> bool: ...
 
     def call_cost(self, e164: str, at: datetime, seconds: float) -> Decimal | None: ...
+
+    def band_starts(self, e164: str, after: datetime, until: datetime) -> list[datetime]: ...
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,13 @@ def _place(
         cost = _expected_cost(site, fax.number, now + timedelta(seconds=wait), airtime, knobs)
         load = (site.lines_up - free[site.name] + queued[site.name]) / site.lines_up
         options.append((site, wait, cost, load))
+        if site.costs is not None and limit > wait:
+            # A fax with time to spare may wait for a cheaper band at this site.
+            start = now + timedelta(seconds=wait)
+            for moment in site.costs.band_starts(fax.number, start, now + timedelta(seconds=limit)):
+                later = _expected_cost(site, fax.number, moment, airtime, knobs)
+                if later < cost:
+                    options.append((site, (moment - now).total_seconds(), later, load))
     keeping = [o for o in options if o[1] <= limit]
     if keeping:
         cheapest = min(o[2] for o in keeping)
@@ -252,10 +263,11 @@ def _place(
         )
         why = "earliest start (no site keeps the promise)"
     known = None if cost == UNKNOWN_COST else cost
-    if free[site.name] > 0:
+    if free[site.name] > 0 and wait <= 0:
         return Decision(fax.key, Action.DISPATCH, site.name, why, known, 0.0)
+    what = "a line" if free[site.name] <= 0 else "a cheaper band"
     return Decision(
-        fax.key, Action.WAIT, site.name, f"waiting for a line at {site.name}: {why}", known, wait
+        fax.key, Action.WAIT, site.name, f"waiting for {what} at {site.name}: {why}", known, wait
     )
 
 

@@ -795,3 +795,26 @@ def test_lookup_agrees_with_a_scan_of_every_row(
     assert t.can_dial(number) == any(
         x.prefix == "*" or number[1:].startswith(x.prefix) for x in t.tariffs
     )
+
+
+def test_band_starts_in_local_time_across_dst() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    text = (
+        "prefix,price_per_minute,connection_fee,first_increment,next_increment,currency,"
+        "days,start,end,description\n"
+        "33,0.10,0,60,60,EUR,*,08:00,19:00,day\n"
+        "33,0.01,0,60,60,EUR,*,19:00,24:00,evening\n"
+        "33,0.01,0,60,60,EUR,*,00:00,08:00,night\n"
+    )
+    table = parse_csv(text, site="paris", timezone="Europe/Paris")
+    winter = datetime(2026, 1, 14, 12, 0, tzinfo=UTC)
+    summer = datetime(2026, 7, 14, 12, 0, tzinfo=UTC)
+    assert table.band_starts("+33142685300", winter, winter + timedelta(hours=12)) == [
+        datetime(2026, 1, 14, 18, 0, tzinfo=UTC),  # 19:00 CET
+        datetime(2026, 1, 14, 23, 0, tzinfo=UTC),  # midnight CET
+    ]
+    assert table.band_starts("+33142685300", summer, summer + timedelta(hours=12))[0] == (
+        datetime(2026, 7, 14, 17, 0, tzinfo=UTC)  # 19:00 CEST
+    )
+    assert table.band_starts("+33142685300", winter, winter) == []

@@ -290,3 +290,33 @@ def test_a_nearly_equal_idle_line_beats_waiting() -> None:
     strict = Knobs(cost_tolerance=0.0)
     sites = [site("newyork", busy=2, costs=NEWYORK), site("london", costs=near)]
     assert decide([fax("a", "+12125550100")], sites, strict)["a"].site == "newyork"
+
+
+def test_a_fax_with_time_to_spare_waits_for_the_evening_rate() -> None:
+    """Paris's +33 day rate ends at 19:00 local; at 18:50 a bulk fax waits ten minutes
+    for the night rate even though a line is free, while an urgent one goes now."""
+    at = datetime(2026, 11, 25, 17, 50, tzinfo=UTC)  # 18:50 in Paris
+    tables = table(
+        "paris",
+        "Europe/Paris",
+        [
+            "33,0.10,0,60,60,EUR,mon-fri,08:00,19:00,day",
+            "33,0.01,0,60,60,EUR,mon-fri,19:00,24:00,evening",
+            "33,0.01,0,60,60,EUR,mon-fri,00:00,08:00,night",
+            '33,0.01,0,60,60,EUR,"sat,sun",,,weekend',
+        ],
+    )
+    by_name = {"paris": site("paris", costs=tables)}
+    bulk, urgent = fax("bulk", "+33142685300", priority=1), fax("now", "+33142685301", priority=9)
+    decisions = {d.key: d for d in plan([bulk, urgent], by_name, at, KNOBS, groups(by_name))}
+    assert decisions["now"].action == Action.DISPATCH
+    assert decisions["bulk"].action == Action.WAIT and decisions["bulk"].site == "paris"
+    assert "cheaper band" in decisions["bulk"].reason
+    assert decisions["bulk"].expected_wait == 600
+    # ten minutes later the evening rate is in force and it goes
+    later = plan([bulk], by_name, at + timedelta(minutes=10), KNOBS, groups(by_name))[0]
+    assert later.action == Action.DISPATCH and later.cost is not None
+    assert later.cost < decisions["now"].cost
+    # with no patience left it would not wait
+    impatient = Knobs(patience_seconds=300)
+    assert plan([bulk], by_name, at, impatient, groups(by_name))[0].action == Action.DISPATCH
