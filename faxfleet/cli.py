@@ -92,6 +92,13 @@ def cli(ctx: click.Context, urls: str | None, api_key: str | None, admin_key: st
 @click.option("--callback-url", help="URL to POST the signed result to.")
 @click.option("--idempotency-key", help="Submitting twice with the same key sends once.")
 @click.option("--resolution", type=click.Choice(["standard", "fine"]), default="fine")
+@click.option("--cover", is_flag=True, help="Put a cover page first.")
+@click.option("--subject", help="Cover page subject.")
+@click.option("--comment", help="Cover page message.")
+@click.option("--recipient-name", help="Cover page recipient name (one for all numbers).")
+@click.option("--sender-company", help="Cover page company (name; more lines with \\n).")
+@click.option("--sender-fax", help="Cover page reply fax number.")
+@click.option("--header/--no-header", default=True, help="Stamp the header line on each page.")
 @click.option("--wait", is_flag=True, help="Show live progress until the fax is settled.")
 @click.pass_context
 def send(
@@ -106,6 +113,13 @@ def send(
     callback_url: str | None,
     idempotency_key: str | None,
     resolution: str,
+    cover: bool,
+    subject: str | None,
+    comment: str | None,
+    recipient_name: str | None,
+    sender_company: str | None,
+    sender_fax: str | None,
+    header: bool,
     wait: bool,
 ) -> None:
     """Send FILES (PDF, text, PNG, JPEG, TIFF) as one fax."""
@@ -122,6 +136,13 @@ def send(
                 callback_url=callback_url,
                 idempotency_key=idempotency_key,
                 resolution=resolution,
+                cover=cover,
+                subject=subject,
+                comment=comment.replace("\\n", "\n") if comment else None,
+                recipient_name=recipient_name,
+                sender_company=sender_company.replace("\\n", "\n") if sender_company else None,
+                sender_fax=sender_fax,
+                header=header,
             )
         except FaxError as exc:
             raise click.ClickException(f"refused ({exc.status}): {exc.reason}") from None
@@ -183,6 +204,25 @@ def status(
                     t.detail or "",
                 )
             console.print(table)
+
+
+@cli.command()
+@click.argument("fax_id")
+@click.option("--page", "-p", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="PNG file (default <id>-p<n>.png)."
+)
+@click.pass_context
+def preview(ctx: click.Context, fax_id: str, page: int, output: str | None) -> None:
+    """Save page N of a rendered fax as a PNG, as the recipient will see it."""
+    with _client(ctx) as client:
+        try:
+            png = client.preview(fax_id, page)
+        except FaxError as exc:
+            raise click.ClickException(f"no preview ({exc.status}): {exc.reason}") from None
+    target = Path(output or f"{fax_id}-p{page}.png")
+    target.write_bytes(png)
+    console.print(f"page {page} of {fax_id} -> {target}")
 
 
 @cli.command()

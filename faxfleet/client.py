@@ -135,8 +135,20 @@ class FaxClient(ApiClient):
         callback_url: str | None = None,
         tags: dict[str, str] | None = None,
         resolution: str = "fine",
+        cover: bool = False,
+        subject: str | None = None,
+        comment: str | None = None,
+        recipient_name: str | None = None,
+        sender_company: str | None = None,
+        sender_fax: str | None = None,
+        cover_fields: dict[str, str] | None = None,
+        header: bool = True,
     ) -> FaxStatus:
-        """Submit a fax. Documents are paths, bytes or ``(name, bytes)`` pairs."""
+        """Submit a fax. Documents are paths, bytes or ``(name, bytes)`` pairs.
+
+        ``cover`` puts a cover page first (``subject``, ``comment``, ``recipient_name``,
+        ``sender_company``, ``sender_fax`` and ``cover_fields`` fill it); ``header`` stamps
+        the header line on every page as it is sent."""
         if isinstance(documents, str | Path | bytes | tuple):
             documents = [documents]
         files = [("documents", _file(doc)) for doc in documents]
@@ -148,13 +160,33 @@ class FaxClient(ApiClient):
             "tags": tags or {},
             "resolution": resolution,
         }
-        for key, value in (("sender", sender), ("user", user), ("home_site", home_site)):
+        if cover:
+            body["cover"] = True
+        if not header:
+            body["header"] = False
+        if cover_fields:
+            body["cover_fields"] = cover_fields
+        optional = {
+            "sender": sender,
+            "user": user,
+            "home_site": home_site,
+            "subject": subject,
+            "comment": comment,
+            "recipient_name": recipient_name,
+            "sender_company": sender_company,
+            "sender_fax": sender_fax,
+        }
+        for key, value in optional.items():
             if value is not None:
                 body[key] = value
         if send_after is not None:
             body["send_after"] = send_after.isoformat()
         response = self._request("POST", "/v1/faxes", files=files, data={"fax": json.dumps(body)})
         return FaxStatus.model_validate_json(response.content)
+
+    def preview(self, fax_id: str, page: int = 1) -> bytes:
+        """Page ``page`` of a rendered fax as PNG bytes (square pixels)."""
+        return self._request("GET", f"/v1/faxes/{fax_id}/pages/{page}.png").content
 
     def get(self, fax_id: str) -> FaxStatus:
         return FaxStatus.model_validate_json(self._request("GET", f"/v1/faxes/{fax_id}").content)

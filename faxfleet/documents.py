@@ -6,6 +6,8 @@ renderer uses the same answer to pick its path.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from enum import StrEnum
 
 
@@ -15,6 +17,30 @@ class DocumentType(StrEnum):
     PNG = "image/png"
     JPEG = "image/jpeg"
     TIFF = "image/tiff"
+    DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+    ODT = "application/vnd.oasis.opendocument.text"
+    ODS = "application/vnd.oasis.opendocument.spreadsheet"
+    ODP = "application/vnd.oasis.opendocument.presentation"
+
+    @property
+    def is_office(self) -> bool:
+        """An Office document, which is converted to PDF (with LibreOffice) before rendering."""
+        return self in OFFICE_TYPES
+
+
+OFFICE_TYPES: frozenset[DocumentType] = frozenset(
+    {
+        DocumentType.DOCX,
+        DocumentType.XLSX,
+        DocumentType.PPTX,
+        DocumentType.ODT,
+        DocumentType.ODS,
+        DocumentType.ODP,
+    }
+)
+"""The types LibreOffice turns into PDF first."""
 
 
 class UnsupportedDocument(ValueError):
@@ -43,11 +69,50 @@ def detect_type(data: bytes) -> DocumentType:
     for magic, kind in _MAGIC:
         if data.startswith(magic):
             return kind
+    if data.startswith(b"PK\x03\x04"):
+        office = _office_type(data)
+        if office is not None:
+            return office
     if _looks_like_text(data):
         return DocumentType.TEXT
     raise UnsupportedDocument(
-        "unsupported document type: expected PDF, plain text (UTF-8), PNG, JPEG or TIFF"
+        "unsupported document type: expected PDF, plain text (UTF-8), PNG, JPEG, TIFF "
+        "or an Office document (.docx, .xlsx, .pptx, .odt, .ods, .odp)"
     )
+
+
+# OOXML: the package's [Content_Types].xml plus the main part of the application.
+_OOXML_PARTS: list[tuple[str, DocumentType]] = [
+    ("word/document.xml", DocumentType.DOCX),
+    ("xl/workbook.xml", DocumentType.XLSX),
+    ("ppt/presentation.xml", DocumentType.PPTX),
+]
+_ODF_TYPES = {
+    DocumentType.ODT.value: DocumentType.ODT,
+    DocumentType.ODS.value: DocumentType.ODS,
+    DocumentType.ODP.value: DocumentType.ODP,
+}
+_MAX_MIMETYPE_BYTES = 100  # ODF's "mimetype" entry is one short line
+
+
+def _office_type(data: bytes) -> DocumentType | None:
+    """The Office type of a ZIP package, from its entries (only names and the tiny ODF
+    ``mimetype`` entry are read, so a ZIP bomb costs nothing here)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            names = set(package.namelist())
+            if "[Content_Types].xml" in names:
+                for part, kind in _OOXML_PARTS:
+                    if part in names:
+                        return kind
+                return None
+            if "mimetype" in names:
+                with package.open("mimetype") as entry:
+                    declared = entry.read(_MAX_MIMETYPE_BYTES)
+                return _ODF_TYPES.get(declared.decode("ascii", "replace").strip())
+    except Exception:  # any unreadable ZIP is simply not an Office document
+        return None
+    return None
 
 
 def _looks_like_text(data: bytes) -> bool:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9
@@ -91,6 +91,24 @@ class NotifyTarget(Message):
     callback_url: str | None = None
 
 
+class CoverFields(Message):
+    """What a cover page shows besides the page count and date (docs/rendering.md).
+
+    One cover is rendered per fax, so it names every recipient number and one
+    ``recipient_name`` for all of them."""
+
+    recipient_name: str | None = Field(None, max_length=100)
+    recipient_numbers: list[str] = Field(default_factory=list, max_length=100)
+    sender_name: str | None = Field(None, max_length=100)
+    sender_fax: str | None = Field(None, max_length=40)
+    sender_company: str | None = Field(None, max_length=500)
+    """Company name on the first line; further lines (address, phone) below it."""
+    subject: str | None = Field(None, max_length=200)
+    comment: str | None = Field(None, max_length=4000)
+    extra: dict[str, str] = Field(default_factory=dict, max_length=20)
+    """Free fields for custom templates (``cover_fields`` of the request)."""
+
+
 class FaxRequest(Message):
     """The JSON part of a submission (the documents travel beside it)."""
 
@@ -105,6 +123,26 @@ class FaxRequest(Message):
     notify: NotifyTarget = NotifyTarget()
     tags: dict[str, str] = Field(default_factory=dict)
     resolution: Resolution = Resolution.FINE
+    cover: bool = False
+    """Put a cover page first (it counts as page 1 of the fax)."""
+    subject: str | None = Field(None, max_length=200)
+    comment: str | None = Field(None, max_length=4000)
+    recipient_name: str | None = Field(None, max_length=100)
+    """Shown on the cover page; one name for all recipients."""
+    sender_company: str | None = Field(None, max_length=500)
+    sender_fax: str | None = Field(None, max_length=40)
+    cover_fields: dict[str, str] = Field(default_factory=dict, max_length=20)
+    """Extra values for custom cover templates (keys up to 40, values up to 500 chars)."""
+    header: bool = True
+    """Stamp the header line ("From <sender> <date time> Page n/N") on every page."""
+
+    @field_validator("cover_fields")
+    @classmethod
+    def _short_cover_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if not 1 <= len(key) <= 40 or len(text) > 500:
+                raise ValueError("cover_fields keys take 1-40 characters, values up to 500")
+        return value
 
 
 class Transition(Message):
@@ -175,6 +213,9 @@ class FaxStatus(Message):
     notified_by: str | None = None
     """The site whose scheduler delivered the notification (always the home site)."""
     history: list[Transition] = Field(default_factory=list)
+    cover: CoverFields | None = None
+    """The cover page's fields; None: no cover page."""
+    header: bool = True
 
 
 # ----------------------------------------------------------------------------------------
@@ -187,6 +228,10 @@ class RenderOrder(Message):
     documents: int
     resolution: Resolution
     priority: int
+    tenant: str | None = None
+    """Picks a custom cover template (``<tenant>.j2``, else ``<home_site>.j2``)."""
+    cover: CoverFields | None = None
+    """Render a cover page with these fields before the documents."""
 
 
 class RouteOrder(Message):
@@ -200,6 +245,8 @@ class RouteOrder(Message):
     home_site: str
     tenant: str
     sender: str | None = None
+    header: bool = True
+    """The site worker stamps the header line on each page as it sends it."""
 
     @property
     def attempt_id(self) -> str:

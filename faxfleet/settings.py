@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     notify_backoff_seconds: float = 5.0
     notify_timeout_seconds: float = 10.0
 
+    # --- rendering -----------------------------------------------------------------------
+    cover_template_dir: str | None = None
+    """Directory of custom cover page templates: ``<tenant>.j2``, else ``<site>.j2`` (the
+    fax's home site), else the built-in one (docs/rendering.md)."""
+    render_timeout_seconds: float = Field(120, gt=0)
+    """Wall-clock and CPU limit for rendering one fax (Office conversion included)."""
+    render_memory_mb: int = Field(1024, ge=16)
+    """Address space the sandboxed renderer may grow by (workers/render/sandbox.py)."""
+
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
 

@@ -10,16 +10,19 @@ public API stays the one URL users know. Authentication is one API key per tenan
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from faxfleet import keys
 from faxfleet.messages import (
     PRIORITY_DEFAULT,
     FaxRequest,
@@ -72,6 +75,13 @@ _FORM_SCALARS = {
     "idempotency_key",
     "resolution",
     "kill_after_seconds",
+    "cover",
+    "subject",
+    "comment",
+    "recipient_name",
+    "sender_company",
+    "sender_fax",
+    "header",
 }
 
 
@@ -150,6 +160,13 @@ async def _rejected(_: Request, exc: intake.Rejected) -> JSONResponse:
                             "callback_url": {"type": "string"},
                             "tags": {"type": "string", "description": "k=v,k2=v2"},
                             "resolution": {"type": "string", "enum": ["standard", "fine"]},
+                            "cover": {"type": "boolean", "description": "add a cover page"},
+                            "subject": {"type": "string"},
+                            "comment": {"type": "string"},
+                            "recipient_name": {"type": "string"},
+                            "sender_company": {"type": "string"},
+                            "sender_fax": {"type": "string"},
+                            "header": {"type": "boolean", "default": True},
                             "fax": {
                                 "type": "string",
                                 "description": "all fields above as one JSON object",
@@ -242,6 +259,50 @@ def cancel_fax(job_id: str, tenant: Tenant) -> FaxStatus:
     tasks.set_cancel_flag(job_id)
     tasks.apply(job_id, tasks.machine().cancel)
     return _own(job_id, tenant, history=True)
+
+
+_NOT_RENDERED = {JobState.SUBMITTED, JobState.RENDERING}
+
+
+def page_png(tiff: bytes) -> bytes:
+    """A fax page TIFF as a PNG with (nearly) square pixels: rows repeated by the whole
+    ratio of horizontal to vertical dpi, so standard-resolution rows are doubled."""
+    with Image.open(io.BytesIO(tiff)) as page:
+        page.load()
+        dpi = page.info.get("dpi") or (204, 196)
+        image = page.convert("1") if page.mode != "1" else page.copy()
+    x_dpi, y_dpi = float(dpi[0]), float(dpi[1])
+    repeat = round(x_dpi / y_dpi) if x_dpi > 0 and y_dpi > 0 else 1
+    if repeat > 1:
+        image = image.resize((image.width, image.height * repeat), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    image.save(out, format="PNG", dpi=(x_dpi, x_dpi), optimize=True)
+    return out.getvalue()
+
+
+@app.get(
+    "/v1/faxes/{job_id}/pages/{page}.png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The page as the recipient gets it"},
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "The fax is not rendered yet"},
+    },
+)
+def preview_page(job_id: str, page: int, tenant: Tenant) -> Response:
+    """Page ``page`` (1-based; the cover page is page 1) of a rendered fax as a PNG,
+    without the header line (the sending site adds it during the call)."""
+    fax = _own(job_id, tenant)
+    if fax.pages is None:
+        if fax.state in _NOT_RENDERED:
+            raise HTTPException(409, f"fax {job_id} is not rendered yet")
+        raise HTTPException(404, f"fax {job_id} has no rendered pages")
+    if not 1 <= page <= fax.pages:
+        raise HTTPException(404, f"fax {job_id} has no page {page} (it has {fax.pages})")
+    tiff = tasks.store().r.hget(keys.pages(job_id), str(page))
+    if tiff is None:
+        raise HTTPException(404, f"page {page} of fax {job_id} is no longer stored")
+    return Response(page_png(tiff), media_type="image/png")
 
 
 # -- sites and groups: relayed to the routing service's admin API ----------------------

@@ -14,6 +14,7 @@ from datetime import timedelta
 from faxfleet import keys
 from faxfleet.documents import UnsupportedDocument, detect_type
 from faxfleet.messages import (
+    CoverFields,
     DocumentInfo,
     FaxRequest,
     FaxStatus,
@@ -88,6 +89,22 @@ def validate(
     return numbers, docs
 
 
+def cover_fields(request: FaxRequest, numbers: list[str]) -> CoverFields | None:
+    """The cover page's fields if the request asks for a cover page."""
+    if not request.cover:
+        return None
+    return CoverFields(
+        recipient_name=request.recipient_name,
+        recipient_numbers=numbers,
+        sender_name=request.sender,
+        sender_fax=request.sender_fax,
+        sender_company=request.sender_company,
+        subject=request.subject,
+        comment=request.comment,
+        extra=request.cover_fields,
+    )
+
+
 def submit(
     store: JobStore,
     settings: Settings,
@@ -121,6 +138,8 @@ def submit(
         notify=request.notify,
         documents=docs,
         recipients=[RecipientStatus(index=i, number=n) for i, n in enumerate(numbers)],
+        cover=cover_fields(request, numbers),
+        header=request.header,
     )
     with store.r.pipeline(transaction=False) as pipe:
         for i, upload in enumerate(uploads):

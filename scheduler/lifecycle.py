@@ -99,6 +99,7 @@ class Lifecycle:
                 home_site=fax.home_site,
                 tenant=fax.tenant,
                 sender=fax.sender,
+                header=fax.header,
             )
         )
 
@@ -179,6 +180,8 @@ class Lifecycle:
                     documents=len(fax.documents),
                     resolution=fax.resolution,
                     priority=fax.priority,
+                    tenant=fax.tenant,
+                    cover=fax.cover,
                 )
             )
         ]

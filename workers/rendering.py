@@ -1,11 +1,14 @@
 """The render worker: documents in Redis -> fax pages in Redis, any site, CPU-bound.
 
 Run: ``celery -A workers.rendering worker -Q render -P prefork``. Each render runs in a
-pool child with time limits, so one bad document cannot take the worker down.
+child process of its own with limits on memory, CPU and wall-clock time
+(``FAXFLEET_RENDER_MEMORY_MB``, ``FAXFLEET_RENDER_TIMEOUT_SECONDS``), so one bad
+document fails its own job with a specific cause and cannot take the worker down.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -15,14 +18,17 @@ from faxfleet import celery_app as names
 from faxfleet import keys
 from faxfleet.messages import RenderDone, RenderFailed, RenderOrder, now
 from faxfleet.runtime import runtime
-from workers.render import RenderError, render_documents
+from workers.render import RenderError
+from workers.render.cover import cover_tiff
+from workers.render.sandbox import render_sandboxed
 
 rt = runtime("render")
 log, settings, app = rt.log, rt.settings, rt.app
 app.conf.worker_max_memory_per_child = 1_000_000  # KiB: recycle a child past ~1 GB
 
-RENDER_SOFT_LIMIT = 120
-RENDER_HARD_LIMIT = 150
+RENDER_SOFT_LIMIT = settings.render_timeout_seconds + 30
+"""Celery's limits stay above the sandbox's own, which reports the specific cause."""
+RENDER_HARD_LIMIT = RENDER_SOFT_LIMIT + 30
 
 
 def _redis() -> redis.Redis:
@@ -37,7 +43,23 @@ def render(order: dict[str, Any]) -> int:
     try:
         if any(d is None for d in docs):
             raise RenderError("the uploaded documents are no longer stored")
-        pages = render_documents([d for d in docs if d is not None], o.resolution)
+        pages = render_sandboxed(
+            [d for d in docs if d is not None],
+            o.resolution,
+            timeout_s=settings.render_timeout_seconds,
+            memory_mb=settings.render_memory_mb,
+        )
+        if o.cover is not None:
+            cover = cover_tiff(
+                o.cover,
+                o.resolution,
+                pages=len(pages) + 1,
+                date=datetime.now().astimezone(),
+                tenant=o.tenant,
+                site=o.home_site,
+                template_dir=settings.cover_template_dir,
+            )
+            pages = [cover, *pages]
     except (RenderError, SoftTimeLimitExceeded) as exc:
         detail = (
             str(exc)

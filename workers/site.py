@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -39,6 +40,7 @@ from workers.lines.base import Call, SendReport
 from workers.lines.pool import LinePool
 from workers.lines.simulated import SimulatedLine, SimulatedNetwork
 from workers.lines.stats import LineStats
+from workers.render.header import header_text, stamp_header
 
 rt = runtime(f"site-{get_settings().site}")
 log, settings, app = rt.log, rt.settings, rt.app
@@ -220,6 +222,20 @@ def load_pages(r: redis.Redis, job_id: str, first: int, last: int) -> Sequence[b
     return [p for p in pages if p is not None]
 
 
+def with_header(o: SendOrder, pages: Sequence[bytes]) -> list[bytes]:
+    """The pages from ``o.first_page`` on, each with the header line of this call."""
+    when = datetime.now().astimezone()
+    stamped = []
+    for number, page in enumerate(pages, start=o.first_page):
+        text = header_text(o.sender, when, number, o.pages)
+        try:
+            stamped.append(stamp_header(page, text))
+        except (ValueError, OSError) as exc:  # send the page as rendered rather than not at all
+            log.warning("no header on page", job=o.job_id, page=number, error=str(exc))
+            stamped.append(page)
+    return stamped
+
+
 def _refuse(o: SendOrder, cause: Cause, detail: str) -> None:
     """End an attempt that never reached a line."""
     AttemptReporter(o, None).result(SendReport(False, o.first_page - 1, False, cause, detail))
@@ -260,6 +276,8 @@ def _attempt(o: SendOrder, r: redis.Redis) -> None:
     pages = load_pages(r, o.job_id, o.first_page, o.pages)
     if pages is None or o.pages < 1:
         return _refuse(o, Cause.RENDER_ERROR, "rendered pages missing")
+    if o.header:
+        pages = with_header(o, pages)
     line = pool().acquire(o.job_id, o.recipient)
     if line is None:
         return _refuse(o, Cause.LINE_UNAVAILABLE, "no line in service")

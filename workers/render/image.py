@@ -1,7 +1,9 @@
 """PNG, JPEG and (multi-page) TIFF images to fax pages with Pillow.
 
 Each image (each TIFF page) is flattened onto white, turned grey, fitted to an A4 fax page
-and thresholded by :mod:`.bitmap`.
+and made bilevel by :mod:`.bitmap` (thresholded, photographs halftoned). A TIFF that is
+already Class F at the requested resolution is split into its pages untouched instead
+(:class:`FaxTiffSource`).
 
 Decompression bombs: the size in the header is checked against :data:`MAX_PIXELS` before
 any pixel is decoded. The file is opened through the format's plugin class rather than
@@ -30,8 +32,9 @@ from PIL import (
 from faxfleet.documents import DocumentType
 from faxfleet.messages import Resolution
 
-from .bitmap import A4_HEIGHT_IN, FAX_WIDTH_PX, HORIZONTAL_DPI, page_fit_to_a4
+from .bitmap import A4_HEIGHT_IN, FAX_WIDTH_PX, HORIZONTAL_DPI, page_fit_to_a4, vertical_dpi
 from .errors import DocumentError
+from .tiff import StoredPage, TiffError, read_pages
 
 MAX_PIXELS = 80_000_000
 """Largest image (per page) we decode: a 600 dpi A3 scan is 70 megapixels."""
@@ -43,7 +46,16 @@ _OPENERS: dict[DocumentType, type[ImageFile.ImageFile]] = {
 }
 
 # Everything Pillow raises for a file it cannot parse or decode.
-_BROKEN = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+_BROKEN = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+)
 
 _CORRUPT = "the image is corrupt or truncated"
 
@@ -143,3 +155,87 @@ class ImageSource:
 
     def close(self) -> None:
         self._image.close()
+
+
+# --- existing fax TIFFs ---------------------------------------------------------------------
+
+_FAX_MAX_ROWS = 3 * 2292
+"""Longest page passed through (a long fine page); anything longer is fitted to A4."""
+
+
+def _is_fax_frame(image: TiffImagePlugin.TiffImageFile, resolution: Resolution) -> bool:
+    """Whether the current TIFF page is already a Class F page at ``resolution``."""
+    tags = image.tag_v2
+    try:
+        x_dpi = float(tags.get(282, 0))
+        y_dpi = float(tags.get(283, 0))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return False
+    bits = tags.get(258, 1)
+    return (
+        image.size[0] == FAX_WIDTH_PX
+        and 1 <= image.size[1] <= _FAX_MAX_ROWS
+        and bits in (1, (1,))
+        and tags.get(277, 1) == 1
+        and tags.get(259) in (3, 4)
+        and tags.get(296, 2) == 2
+        and abs(x_dpi - HORIZONTAL_DPI) <= 2
+        and abs(y_dpi - vertical_dpi(resolution)) <= 2
+    )
+
+
+def class_f_pages(data: bytes, resolution: Resolution) -> int:
+    """Pages of this TIFF if every one is a CCITT-coded fax page at ``resolution``, else 0.
+
+    Such a file is already what a fax machine prints; rendering it again through the
+    greyscale path would resample it and could only lose detail.
+    """
+    try:
+        with TiffImagePlugin.TiffImageFile(io.BytesIO(data)) as image:
+            count = image.n_frames
+            for index in range(count):
+                image.seek(index)
+                if not _is_fax_frame(image, resolution):
+                    return 0
+    except _BROKEN:
+        return 0
+    return count
+
+
+class FaxTiffSource:
+    """A TIFF Class F file split into its pages as they are: no resampling, no threshold.
+
+    ``fax_pages`` yields each page's bits and, when its strip can be reused, its compressed
+    bytes, so the pipeline re-encodes only pages whose coding differs from the requested.
+    """
+
+    def __init__(self, data: bytes, page_count: int) -> None:
+        self._data = data
+        self._count = page_count
+
+    @property
+    def page_count(self) -> int:
+        return self._count
+
+    def fax_pages(self) -> Iterator[StoredPage]:
+        """Decoded one at a time, so a long fax never holds all its bitmaps at once."""
+        try:
+            yield from read_pages(self._data)
+        except TiffError as exc:
+            raise DocumentError(_CORRUPT) from exc
+
+    def pages(self) -> Iterator[Image.Image]:
+        for page in self.fax_pages():
+            yield page.bitmap.to_image()
+
+    def close(self) -> None:
+        """Nothing to release: the pages were decoded when the file was opened."""
+
+
+def open_image(
+    data: bytes, kind: DocumentType, resolution: Resolution
+) -> ImageSource | FaxTiffSource:
+    """The reader for an image: fax TIFFs pass through, anything else is fitted and drawn."""
+    if kind is DocumentType.TIFF and (count := class_f_pages(data, resolution)):
+        return FaxTiffSource(data, count)
+    return ImageSource(data, kind, resolution)

@@ -1,0 +1,278 @@
+"""Rendering benchmark: faxfleet (PDFium + libtiff) against Ghostscript on one corpus, one run.
+
+Why this shape: a render worker handles one fax at a time, mostly of one to three pages,
+so per-job cost (process start, font loading) matters as much as raw page speed. 1-page
+jobs are timed per job: Ghostscript as a fresh process per job (as fax servers run it),
+faxfleet in-process (as our worker runs it) and also as a fresh Python process per job, so
+the comparison is fair either way. 50-page jobs show steady-state speed.
+
+The corpus is generated here (reportlab, Pillow): a text letter, a table-heavy invoice, a
+"scanned" page (text drawn, rotated 0.7 degrees, noised, embedded as an image) and a
+synthetic photograph; "mixed" is all four. Every document is a PDF so both renderers read
+the same input.
+
+Run: ``.venv/bin/python bench/render_bench.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfgen import canvas
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from faxfleet.messages import Resolution  # noqa: E402
+from workers.render.coding import Coding  # noqa: E402
+from workers.render.pipeline import render_documents  # noqa: E402
+
+GS_DEVICE = {Coding.MH: "tiffg3", Coding.MR: "tiffg32d", Coding.MMR: "tiffg4"}
+GS_RES = {Resolution.STANDARD: "-r204x98", Resolution.FINE: "-r204x196"}
+LINE_BPS = 14_400
+KINDS = ("letter", "invoice", "scanned", "photo")
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+
+# --- corpus -------------------------------------------------------------------------------
+
+
+def _letter(pdf: canvas.Canvas) -> None:
+    rng = random.Random(1)
+    words = [
+        "account",
+        "payment",
+        "invoice",
+        "delivery",
+        "schedule",
+        "contract",
+        "please",
+        "regards",
+        "order",
+    ]
+    pdf.setFont("Helvetica-Bold", 14)
+    pdf.drawString(60, 780, "ACME Supplies Ltd - 12 Market Street - Springfield")
+    pdf.setFont("Times-Roman", 11)
+    for line in range(48):
+        text = " ".join(rng.choice(words) for _ in range(13))
+        pdf.drawString(60, 740 - 14 * line, text.capitalize() + ".")
+
+
+def _invoice(pdf: canvas.Canvas) -> None:
+    pdf.setFont("Helvetica-Bold", 18)
+    pdf.drawString(60, 780, "INVOICE 2026-1142")
+    pdf.setFont("Helvetica", 9)
+    for row in range(36):
+        y = 740 - 18 * row
+        for col, x in enumerate((60, 110, 330, 400, 470)):
+            pdf.rect(x, y - 4, (50, 220, 70, 70, 65)[col], 18, stroke=1, fill=row == 0)
+            label = ("#", "Item", "Qty", "Unit", "Total")[col] if row == 0 else f"{row * col:>6}"
+            pdf.drawString(x + 3, y + 2, label if col != 1 else f"Part number {row:04d}-X")
+    pdf.setLineWidth(2)
+    pdf.line(60, 60, 535, 60)
+
+
+def _scanned_image() -> Image.Image:
+    page = Image.new("L", (1240, 1754), 246)  # 150 dpi A4, off-white paper
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.truetype(FONT, 22)
+    rng = random.Random(2)
+    for line in range(52):
+        draw.text(
+            (110, 120 + 30 * line),
+            f"Ref {rng.randint(1000, 9999)} received as agreed, signed and returned to the sender.",
+            font=font,
+            fill=30,
+        )
+    page = page.rotate(0.7, resample=Image.Resampling.BILINEAR, fillcolor=246)
+    noise = Image.effect_noise(page.size, 18)
+    return Image.blend(page, noise, 0.15).filter(ImageFilter.GaussianBlur(0.6))
+
+
+def _photo_image() -> Image.Image:
+    size = (1000, 1400)
+    base = Image.radial_gradient("L").resize(size)
+    waves = Image.linear_gradient("L").rotate(30, expand=False).resize(size)
+    photo = Image.blend(base, waves, 0.5).filter(ImageFilter.GaussianBlur(8))
+    return Image.blend(photo, Image.effect_noise(size, 30), 0.1)
+
+
+def _image_page(pdf: canvas.Canvas, image: Image.Image) -> None:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=85)
+    buffer.seek(0)
+    pdf.drawImage(ImageReader(buffer), 30, 30, width=A4[0] - 60, height=A4[1] - 60)
+
+
+def make_pdf(kinds: list[str]) -> bytes:
+    """A PDF with one page per entry of ``kinds``."""
+    images = {"scanned": _scanned_image(), "photo": _photo_image()}
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, pagesize=A4)
+    for kind in kinds:
+        if kind == "letter":
+            _letter(pdf)
+        elif kind == "invoice":
+            _invoice(pdf)
+        else:
+            _image_page(pdf, images[kind])
+        pdf.showPage()
+    pdf.save()
+    return out.getvalue()
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    seconds: float
+    pages: int
+    bytes: int
+
+    @property
+    def pages_per_s(self) -> float:
+        return self.pages / self.seconds
+
+    @property
+    def kb_per_page(self) -> float:
+        return self.bytes / self.pages / 1024
+
+
+def _timed(job: Callable[[], int], pages: int) -> Result:
+    started = time.perf_counter()
+    size = job()
+    return Result(time.perf_counter() - started, pages, size)
+
+
+def faxfleet_in_process(pdf: bytes, pages: int, res: Resolution, coding: Coding) -> Result:
+    return _timed(lambda: sum(map(len, render_documents([pdf], res, coding=coding))), pages)
+
+
+_CHILD = (
+    "import sys; sys.path.insert(0, {root!r});"
+    "from workers.render.pipeline import render_documents;"
+    "pages = render_documents([open({path!r}, 'rb').read()], {res!r}, coding={coding!r});"
+    "print(sum(map(len, pages)))"
+)
+
+
+def faxfleet_fresh(path: Path, pages: int, res: Resolution, coding: Coding) -> Result:
+    code = _CHILD.format(root=str(ROOT), path=str(path), res=res.value, coding=coding.value)
+
+    def job() -> int:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+        return int(done.stdout)
+
+    return _timed(job, pages)
+
+
+def ghostscript(path: Path, pages: int, res: Resolution, coding: Coding, out: Path) -> Result:
+    command = [
+        "gs", "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", f"-sDEVICE={GS_DEVICE[coding]}",
+        GS_RES[res], f"-sOutputFile={out}", str(path),
+    ]  # fmt: skip
+
+    def job() -> int:
+        subprocess.run(command, check=True, capture_output=True)
+        return out.stat().st_size
+
+    return _timed(job, pages)
+
+
+def _total(results: list[Result]) -> Result:
+    return Result(
+        sum(r.seconds for r in results),
+        sum(r.pages for r in results),
+        sum(r.bytes for r in results),
+    )
+
+
+def _median_run(run: Callable[[], Result], repeats: int) -> Result:
+    results = [run() for _ in range(repeats)]
+    return sorted(results, key=lambda r: r.seconds)[len(results) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="MMR only for the slow parts")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+    work = Path(tempfile.mkdtemp(prefix="render-bench-"))
+    singles = {kind: make_pdf([kind]) for kind in KINDS}
+    for kind, data in singles.items():
+        (work / f"{kind}.pdf").write_bytes(data)
+    long_job = make_pdf([KINDS[i % 4] for i in range(50)])
+    (work / "long.pdf").write_bytes(long_job)
+    render_documents([singles["letter"]], Resolution.FINE)  # warm up (font, PDFium load)
+
+    print(f"corpus: {', '.join(KINDS)} (1-page jobs); 50-page mixed job; repeats={repeats}")
+    header = (
+        f"{'res':8} {'coding':6} {'job':7} {'ff p/s':>8} {'fresh p/s':>9} {'gs p/s':>8} "
+        f"{'speed x':>8} {'fresh x':>8} {'ff KB/p':>8} {'gs KB/p':>8} {'size':>6} "
+        f"{'air s/p':>7}"
+    )
+    print(header)
+    for res in Resolution:
+        for coding in Coding:
+            slow_parts = not args.quick or coding is Coding.MMR
+            ff, fresh, gs = [], [], []
+            for kind in KINDS:
+                path = work / f"{kind}.pdf"
+                ff.append(
+                    _median_run(partial(faxfleet_in_process, singles[kind], 1, res, coding), 3)
+                )
+                out = work / f"gs-{kind}.tif"
+                gs.append(_median_run(partial(ghostscript, path, 1, res, coding, out), repeats))
+                if slow_parts:
+                    fresh.append(
+                        _median_run(partial(faxfleet_fresh, path, 1, res, coding), repeats)
+                    )
+            rows = [("1-page", _total(ff), _total(fresh) if fresh else None, _total(gs))]
+            if slow_parts:
+                long_ff = faxfleet_in_process(long_job, 50, res, coding)
+                long_gs = ghostscript(work / "long.pdf", 50, res, coding, work / "gs-long.tif")
+                rows.append(("50-page", long_ff, None, long_gs))
+            for job, f, fr, g in rows:
+                fresh_ps = f"{fr.pages_per_s:9.2f}" if fr else f"{'-':>9}"
+                fresh_x = f"{fr.pages_per_s / g.pages_per_s:8.2f}" if fr else f"{'-':>8}"
+                airtime = f.bytes * 8 / f.pages / LINE_BPS
+                print(
+                    f"{res.value:8} {coding.value:6} {job:7} {f.pages_per_s:8.1f} {fresh_ps} "
+                    f"{g.pages_per_s:8.1f} {f.pages_per_s / g.pages_per_s:8.2f} {fresh_x} "
+                    f"{f.kb_per_page:8.1f} {g.kb_per_page:8.1f} "
+                    f"{f.bytes / g.bytes:6.2f} {airtime:7.1f}"
+                )
+    print(
+        "speed x = faxfleet in-process pages/s / gs pages/s; fresh x = same with a fresh "
+        "Python process per job;\nsize = faxfleet bytes / gs bytes (TIFF files, mixed "
+        "corpus); air s/p = faxfleet bits per page / 14,400 bit/s\n(T.30 handshake and "
+        "the per-line minimum scan time ignored)."
+    )
+    _per_kind_sizes(singles)
+
+
+def _per_kind_sizes(singles: dict[str, bytes]) -> None:
+    """KB/page per document kind at fine MMR: where the size difference comes from."""
+    sizes = []
+    for kind, data in singles.items():
+        [page] = render_documents([data], Resolution.FINE, coding=Coding.MMR)
+        sizes.append(f"{kind} {len(page) / 1024:.1f}")
+    print("faxfleet fine MMR KB/page by kind: " + ", ".join(sizes))
+
+
+if __name__ == "__main__":
+    main()
