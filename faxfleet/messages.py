@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from faxfleet.kinds import Resolution
+
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9
 PRIORITY_DEFAULT = 5
@@ -25,11 +27,6 @@ def now() -> datetime:
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Resolution(StrEnum):
-    STANDARD = "standard"  # 204 x 98 dpi
-    FINE = "fine"  # 204 x 196 dpi
 
 
 class JobState(StrEnum):

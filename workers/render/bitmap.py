@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageChops, ImageFilter
 
-from faxfleet.messages import Resolution
+from faxfleet.kinds import Resolution
 
 FAX_WIDTH_PX = 1728
 """Pixels per fax line (ITU-T T.4): 215 mm at 204 dpi."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from faxfleet.messages import Resolution
+from faxfleet.kinds import Resolution
 
 from .bitmap import FAX_WIDTH_PX, HORIZONTAL_DPI
 from .coding import coding_of

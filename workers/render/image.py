@@ -30,7 +30,7 @@ from PIL import (
 )
 
 from faxfleet.documents import DocumentType
-from faxfleet.messages import Resolution
+from faxfleet.kinds import Resolution
 
 from .bitmap import A4_HEIGHT_IN, FAX_WIDTH_PX, HORIZONTAL_DPI, page_fit_to_a4, vertical_dpi
 from .errors import DocumentError

@@ -17,7 +17,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image
 
-from faxfleet.messages import Resolution
+from faxfleet.kinds import Resolution
 
 from .bitmap import HORIZONTAL_DPI, page_at_physical_size, shrink_factor
 from .errors import DocumentError

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 
 from faxfleet.documents import DocumentType, UnsupportedDocument, detect_type
-from faxfleet.messages import Resolution
+from faxfleet.kinds import Resolution
 
 from . import office
 from .coding import Coding

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from faxfleet.documents import UnsupportedDocument, detect_type
-from faxfleet.messages import Resolution
+from faxfleet.kinds import Resolution
 
 from . import office
 from .errors import RenderError

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from faxfleet.messages import Resolution
+from faxfleet.kinds import Resolution
 
 from .bitmap import A4_HEIGHT_IN, A4_WIDTH_IN, FAX_WIDTH_PX, HORIZONTAL_DPI, page_at_physical_size
 

@@ -27,7 +27,7 @@ from functools import cache
 
 from PIL import Image
 
-from faxfleet.messages import Resolution
+from faxfleet.kinds import Resolution
 
 from .bitmap import FAX_WIDTH_PX, HORIZONTAL_DPI, vertical_dpi
 from .coding import T4_2D, TIFF_COMPRESSION, Coding, coding_of
