@@ -25,6 +25,7 @@ from PIL import Image
 
 from faxfleet.documents import UnsupportedDocument, detect_type
 from faxfleet.messages import Resolution
+from tests.pdfgen import assemble_pdf
 from workers.render import RenderError, render_documents
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
@@ -43,19 +44,7 @@ def _pdf() -> bytes:
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Courier >>",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    return assemble_pdf(objects)
 
 
 def _image(fmt: str, mode: str = "L", **save: object) -> bytes:

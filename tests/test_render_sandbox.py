@@ -15,6 +15,7 @@ from PIL import Image
 
 from faxfleet.messages import Resolution
 from faxfleet.settings import Settings
+from tests.pdfgen import assemble_pdf
 from workers.render import RenderError, render_documents
 from workers.render.sandbox import render_sandboxed
 
@@ -44,19 +45,7 @@ def make_pdf(page: tuple[int, int] = (612, 792), image: tuple[int, int] | None =
             + raw
             + b"\nendstream"
         )
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    return assemble_pdf(objects)
 
 
 def big_png(width: int, height: int) -> bytes:
