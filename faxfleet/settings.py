@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     """Longest acceptable wait for a line by priority 0..9 (comma-separated seconds,
     scaled by ``time_scale``)."""
     routing_min_success: float = 0.05
+    routing_max_calls_per_number: int = Field(1, ge=1)
+    """Calls to one destination number at a time, fleet-wide."""
     routing_cost_tolerance: float = 0.05
     """Costs within this fraction of the cheapest count as equal (the earliest start
     wins among them)."""

@@ -22,6 +22,7 @@ import json
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +75,7 @@ def knobs_from(s: Settings) -> Knobs:
         call_setup_seconds=s.routing_call_setup_seconds,
         promise_seconds=s.promise_list,
         min_success=s.routing_min_success,
+        max_calls_per_number=s.routing_max_calls_per_number,
         patience_seconds=s.routing_patience_seconds,
         cost_tolerance=s.routing_cost_tolerance,
         time_scale=s.time_scale,
@@ -150,6 +152,14 @@ class Dispatcher:
         except redis.RedisError as exc:
             self.rt.log.warning("keeping last good site configuration", error=str(exc))
 
+    def calls_in_progress(self) -> Counter[str]:
+        """Destination numbers of the faxes handed to sites and not yet ended."""
+        numbers: Counter[str] = Counter()
+        for key in self.r.scan_iter(match=keys.site_inflight("*"), count=1000):
+            for raw in self.r.hvals(key):
+                numbers[json.loads(raw)["order"]["number"]] += 1
+        return numbers
+
     def _live(self) -> dict[str, tuple[SiteStatus, int]]:
         found: dict[str, tuple[SiteStatus, int]] = {}
         for key in self.r.scan_iter(match=keys.SITE_STATUS_PATTERN, count=1000):
@@ -217,6 +227,7 @@ class Dispatcher:
             now(),
             self.knobs,
             lambda site: group_of(site, self.cache.configs),
+            self.calls_in_progress(),
         )
         sent = 0
         for decision in decisions:

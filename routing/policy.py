@@ -24,7 +24,9 @@ then time waiting):
    limit, so a fax with time to spare may wait for a cheaper band (evening rates).
 5. If no candidate keeps the promise, the **earliest expected start** wins (cost breaks
    ties): the most urgent faxes pay more to go now.
-6. A fax is handed to a site only when that site has a free line; otherwise it keeps
+6. A fax waits while ``max_calls_per_number`` calls to its number are on the wire
+   anywhere in the fleet (a burst to one number is not met by busy signals).
+7. A fax is handed to a site only when that site has a free line; otherwise it keeps
    waiting centrally (and counts in that site's queue for the faxes after it) and is
    reconsidered whenever a line frees. No site ever holds a private backlog, so a new
    urgent fax never waits behind one.
@@ -120,6 +122,9 @@ class Knobs:
     )
     """Longest acceptable wait for a line, by priority 0 .. 9."""
     min_success: float = 0.05
+    max_calls_per_number: int = 1
+    """Calls to one destination number at a time, fleet-wide (most fax numbers have one
+    line: a second call would only get a busy signal and spend a dial)."""
     cost_tolerance: float = 0.05
     """Costs within this fraction of the cheapest count as equal: the earliest start wins
     among them (a near-equal idle line beats waiting)."""
@@ -183,8 +188,15 @@ def plan(
     now: datetime,
     knobs: Knobs,
     group_of: Callable[[str], str | None],
+    calls: Mapping[str, int] | None = None,
 ) -> list[Decision]:
-    """Decide for every waiting fax, most urgent first."""
+    """Decide for every waiting fax, most urgent first.
+
+    ``calls`` counts the calls already in progress per destination number: a fax waits
+    while its number has ``max_calls_per_number`` of them, so a burst of faxes to one
+    number is sent one after the other instead of meeting a busy signal.
+    """
+    in_progress = dict(calls or {})
     free = {name: s.free for name, s in sites.items()}
     queued = dict.fromkeys(sites, 0)
     pool_free: dict[tuple[str, str | None], int] = {}
@@ -200,8 +212,13 @@ def plan(
             # start it, so it is not costed (this keeps a pass cheap under backlog).
             decisions.append(Decision(fax.key, Action.WAIT, None, "no free line in its group"))
             continue
+        if in_progress.get(fax.number, 0) >= knobs.max_calls_per_number:
+            reason = f"a call to {fax.number} is in progress"
+            decisions.append(Decision(fax.key, Action.WAIT, None, reason))
+            continue
         decision = _place(fax, sites, now, knobs, group_of, free, queued)
         if decision.action == Action.DISPATCH and decision.site:
+            in_progress[fax.number] = in_progress.get(fax.number, 0) + 1
             free[decision.site] -= 1
             chosen = sites[decision.site]
             pool_free[_pool(chosen.name, chosen.group)] -= 1

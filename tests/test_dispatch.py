@@ -37,7 +37,9 @@ def publish(r: redis.Redis, site: str, lines: int, ttl_ms: int = 60_000) -> None
     r.set(keys.site_status(site), status.model_dump_json(), px=ttl_ms)
 
 
-def order(i: int, priority: int = 5, number: str = "+33142685300") -> RouteOrder:
+def order(i: int, priority: int = 5, number: str | None = None) -> RouteOrder:
+    """Fax i, to its own number unless one is given (a number takes one call at a time)."""
+    number = number or f"+33142685{i:03d}"
     return RouteOrder(
         job_id=f"fx_{i:05d}",
         recipient=0,
@@ -201,3 +203,21 @@ def test_routing_keeps_its_last_good_tables_while_redis_is_away(tmp_path) -> Non
         assert "paris" in d.cache.configs
     finally:
         server.stop()
+
+
+def test_a_number_gets_one_call_at_a_time_fleet_wide(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    publish(r, "paris", lines=2)
+    publish(r, "newyork", lines=2)
+    d = Dispatcher(make_runtime(redis_server.url))
+    for i in range(3):
+        enqueue(r, order(i, number="+33142685300"))
+    enqueue(r, order(9, number="+33142685309"))
+    assert d.step() == 2  # one to the busy-prone number, one to the other
+    sent = [o for s in ("paris", "newyork") for o in sent_orders(r, s)]
+    assert sorted(o["number"] for o in sent) == ["+33142685300", "+33142685309"]
+    assert d.step() == 0  # lines are free, but the number is still being called
+    first = next(o for o in sent if o["number"] == "+33142685300")
+    r.hdel(keys.site_inflight(first["site"]), f"{first['job_id']}:0:1")  # that call ends
+    assert d.step() == 1

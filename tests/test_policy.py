@@ -274,8 +274,11 @@ def test_properties(sites: list[SiteState], faxes: list[WaitingFax]) -> None:
     assert all(handed.get(s, 0) <= by_name[s].free for s in waiting_for)
     # work conserving: a fax left waiting with no site named had no free line at all
     for d in decisions:
-        if d.action == Action.WAIT and d.site is None:
+        if d.action == Action.WAIT and d.reason == "no free line in its group":
             assert all(handed[s.name] == s.free for s in sites if s.lines_up > 0)
+    # one call per number: no number is handed out twice in one pass
+    dispatched = [numbers[d.key] for d in decisions if d.action == Action.DISPATCH]
+    assert len(dispatched) == len(set(dispatched))
 
 
 def test_a_nearly_equal_idle_line_beats_waiting() -> None:
@@ -320,3 +323,21 @@ def test_a_fax_with_time_to_spare_waits_for_the_evening_rate() -> None:
     # with no patience left it would not wait
     impatient = Knobs(patience_seconds=300)
     assert plan([bulk], by_name, at, impatient, groups(by_name))[0].action == Action.DISPATCH
+
+
+def test_one_call_per_destination_number_at_a_time() -> None:
+    sites = [site("paris", lines=4, costs=PARIS)]
+    by_name = {s.name: s for s in sites}
+    same = [fax(f"f{i}", "+33142685300", age=10 - i) for i in range(3)]
+    other = fax("g", "+33142685301")
+    decisions = {d.key: d for d in plan([*same, other], by_name, NOW, KNOBS, groups(by_name))}
+    assert decisions["f0"].action == Action.DISPATCH  # the oldest goes
+    assert [decisions[k].action for k in ("f1", "f2")] == [Action.WAIT, Action.WAIT]
+    assert "in progress" in decisions["f1"].reason
+    assert decisions["g"].action == Action.DISPATCH  # other numbers are not held up
+    # a call already on the wire holds the number too
+    held = plan([same[0]], by_name, NOW, KNOBS, groups(by_name), {"+33142685300": 1})
+    assert held[0].action == Action.WAIT
+    two = Knobs(max_calls_per_number=2)
+    decisions = {d.key: d for d in plan(same, by_name, NOW, two, groups(by_name))}
+    assert sum(d.action == Action.DISPATCH for d in decisions.values()) == 2
