@@ -57,6 +57,8 @@ from routing_sim import (
     SimResult,
     SimSite,
     Simulator,
+    add_knob_options,
+    knobs_from_args,
     machine,
     make_site,
     random_number,
@@ -489,16 +491,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 instances per workload")
     parser.add_argument("--instances", type=int, default=None)
     parser.add_argument("--selftest", action="store_true", help="check the optimum first")
-    parser.add_argument(
-        "--patience",
-        type=float,
-        default=None,
-        help="the policy's patience_seconds (default: the policy's default)",
-    )
+    add_knob_options(parser)
     args = parser.parse_args()
     count = args.instances or (2 if args.quick else 10)
-    knobs = Knobs() if args.patience is None else Knobs(patience_seconds=args.patience)
-    print(f"policy patience: {knobs.patience_seconds:g} s")
+    knobs = knobs_from_args(args)
     print(machine())
     if args.selftest:
         selftest()

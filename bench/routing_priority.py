@@ -33,7 +33,17 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from routing_sim import Pass, SimFax, SimSite, Simulator, machine, make_site, random_number
+from routing_sim import (
+    Pass,
+    SimFax,
+    SimSite,
+    Simulator,
+    add_knob_options,
+    knobs_from_args,
+    machine,
+    make_site,
+    random_number,
+)
 
 from routing.policy import Action, Knobs, SiteState, WaitingFax, candidates
 
@@ -221,16 +231,10 @@ def main() -> None:
     parser.add_argument("--failure-rate", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append")
-    parser.add_argument(
-        "--patience",
-        type=float,
-        default=None,
-        help="the policy's patience_seconds (default: the policy's default)",
-    )
+    add_knob_options(parser)
     args = parser.parse_args()
     n = args.faxes or (500 if args.quick else 2000)
-    knobs = Knobs() if args.patience is None else Knobs(patience_seconds=args.patience)
-    print(f"policy patience: {knobs.patience_seconds:g} s")
+    knobs = knobs_from_args(args)
     print(machine())
     for name in args.scenario or list(SCENARIOS):
         run(name, n, args, knobs)

@@ -28,6 +28,7 @@ machine description every benchmark prints.
 
 from __future__ import annotations
 
+import argparse
 import heapq
 import os
 import platform
@@ -479,6 +480,23 @@ def random_number(rng: random.Random, code: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- reporting
+
+
+def add_knob_options(parser: argparse.ArgumentParser) -> None:
+    """Command-line options for the policy knobs a benchmark may vary."""
+    parser.add_argument(
+        "--patience",
+        type=float,
+        default=None,
+        help="the policy's patience_seconds (default: the policy's default)",
+    )
+
+
+def knobs_from_args(args: argparse.Namespace) -> Knobs:
+    """The knobs the options ask for, printed so the figures say what they ran with."""
+    knobs = Knobs() if args.patience is None else Knobs(patience_seconds=args.patience)
+    print(f"policy patience: {knobs.patience_seconds:g} s")
+    return knobs
 
 
 def machine() -> str:
