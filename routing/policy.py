@@ -26,7 +26,10 @@ then time waiting):
    ties): the most urgent faxes pay more to go now.
 6. A fax waits while ``max_calls_per_number`` calls to its number are on the wire
    anywhere in the fleet (a burst to one number is not met by busy signals).
-7. A fax is handed to a site only when that site has a free line; otherwise it keeps
+7. **Exchange**: two faxes starting now at different sites of a group exchange those
+   sites when that costs less in total (the greedy order can give an earlier fax the
+   line a later one needed more); both still start now, so priority is untouched.
+8. A fax is handed to a site only when that site has a free line; otherwise it keeps
    waiting centrally (and counts in that site's queue for the faxes after it) and is
    reconsidered whenever a line frees. No site ever holds a private backlog, so a new
    urgent fax never waits behind one.
@@ -196,6 +199,7 @@ def plan(
     while its number has ``max_calls_per_number`` of them, so a burst of faxes to one
     number is sent one after the other instead of meeting a busy signal.
     """
+    faxes = list(faxes)
     in_progress = dict(calls or {})
     free = {name: s.free for name, s in sites.items()}
     queued = dict.fromkeys(sites, 0)
@@ -225,6 +229,60 @@ def plan(
         elif decision.action == Action.WAIT and decision.site:
             queued[decision.site] += 1
         decisions.append(decision)
+    return _swap_sites(decisions, {fax.key: fax for fax in faxes}, sites, now, knobs)
+
+
+SWAP_LIMIT = 64
+"""Passes handing out more faxes than this skip the swap step (it is quadratic)."""
+
+
+def _swap_sites(
+    decisions: list[Decision],
+    faxes: Mapping[str, WaitingFax],
+    sites: Mapping[str, SiteState],
+    now: datetime,
+    knobs: Knobs,
+) -> list[Decision]:
+    """Exchange the sites of two faxes starting now when that costs less in total.
+
+    Faxes are placed one by one, most urgent first, so an earlier fax may take the line
+    that a later one needed more (both cheap in Paris, but only one is dear elsewhere).
+    Both start now either way, so swapping never delays anyone: priority is untouched.
+    """
+    starting = [i for i, d in enumerate(decisions) if d.action == Action.DISPATCH]
+    if not 2 <= len(starting) <= SWAP_LIMIT:
+        return decisions
+    decisions = list(decisions)
+
+    def cost(i: int, site: str) -> Decimal | None:
+        fax = faxes[decisions[i].key]
+        state = sites[site]
+        if state.costs is None or not state.costs.can_dial(fax.number):
+            return None
+        airtime = fax.pages * knobs.seconds_per_page + knobs.call_setup_seconds
+        value = _expected_cost(state, fax.number, now, airtime, knobs)
+        return None if value == UNKNOWN_COST else value
+
+    improved = True
+    while improved:
+        improved = False
+        for a_pos, a in enumerate(starting):
+            for b in starting[a_pos + 1 :]:
+                site_a, site_b = decisions[a].site, decisions[b].site
+                if site_a is None or site_b is None or site_a == site_b:
+                    continue
+                group = sites[site_a].group
+                if group is None or sites[site_b].group != group:
+                    continue  # only sites both faxes may use
+                now_a, now_b = cost(a, site_a), cost(b, site_b)
+                new_a, new_b = cost(a, site_b), cost(b, site_a)
+                if None in (now_a, now_b, new_a, new_b):
+                    continue
+                if new_a + new_b < now_a + now_b:  # type: ignore[operator]
+                    why = "cheapest for the fleet: exchanged lines with another fax"
+                    decisions[a] = Decision(decisions[a].key, Action.DISPATCH, site_b, why, new_a)
+                    decisions[b] = Decision(decisions[b].key, Action.DISPATCH, site_a, why, new_b)
+                    improved = True
     return decisions
 
 

@@ -260,7 +260,8 @@ def test_properties(sites: list[SiteState], faxes: list[WaitingFax]) -> None:
     if decisions and faxes:
         first = decisions[0]
         head = next(f for f in faxes if f.key == first.key)
-        if first.action == Action.DISPATCH and first.cost is not None:
+        exchanged = "exchanged" in first.reason  # a pair swap lowers the total instead
+        if first.action == Action.DISPATCH and first.cost is not None and not exchanged:
             airtime = head.pages * KNOBS.seconds_per_page + KNOBS.call_setup_seconds
             for s in sites:
                 if s.free > 0 and s.costs is not None and s.costs.can_dial(head.number):
@@ -341,3 +342,36 @@ def test_one_call_per_destination_number_at_a_time() -> None:
     two = Knobs(max_calls_per_number=2)
     decisions = {d.key: d for d in plan(same, by_name, NOW, two, groups(by_name))}
     assert sum(d.action == Action.DISPATCH for d in decisions.values()) == 2
+
+
+def test_two_faxes_starting_now_exchange_lines_when_cheaper_overall() -> None:
+    """Greedy order gives the older urgent +33 fax the only Paris line, leaving the other
+    urgent fax, to +44, London; exchanging is cheaper, and both still start now."""
+    paris = table(
+        "paris",
+        "Europe/Paris",
+        [
+            "33,0.10,0,60,60,EUR,*,,,France",
+            "44,0.01,0,60,60,EUR,*,,,UK",
+        ],
+    )
+    london = table(
+        "london",
+        "Europe/London",
+        [
+            "33,0.11,0,60,60,EUR,*,,,France",
+            "44,0.50,0,60,60,EUR,*,,,UK",
+        ],
+    )
+    sites = {
+        "paris": site("paris", lines=1, costs=paris),
+        "london": site("london", lines=1, costs=london),
+    }
+    urgent = fax("fr", "+33142685300", priority=9, age=5)
+    bulk = fax("uk", "+442079460000", priority=9)
+    decisions = {d.key: d for d in plan([urgent, bulk], sites, NOW, KNOBS, groups(sites))}
+    # alone, the +33 fax would take Paris (0.10 < 0.11); together, London for it and
+    # Paris for the +44 fax costs 0.11 + 0.01 instead of 0.10 + 0.50
+    assert decisions["fr"].site == "london" and decisions["uk"].site == "paris"
+    assert all(d.action == Action.DISPATCH for d in decisions.values())
+    assert "exchanged" in decisions["fr"].reason
