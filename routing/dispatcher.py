@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -152,23 +153,32 @@ class Dispatcher:
         except redis.RedisError as exc:
             self.rt.log.warning("keeping last good site configuration", error=str(exc))
 
-    def calls_in_progress(self) -> Counter[str]:
-        """Destination numbers of the faxes handed to sites and not yet ended."""
+    def calls_in_progress(self, sites: Iterable[str]) -> Counter[str]:
+        """Destination numbers of the faxes handed to ``sites`` and not yet ended (the
+        live sites: what dead ones held goes back to the waiting set in the same pass)."""
         numbers: Counter[str] = Counter()
-        for key in self.r.scan_iter(match=keys.site_inflight("*"), count=1000):
-            for raw in self.r.hvals(key):
-                numbers[json.loads(raw)["order"]["number"]] += 1
+        with self.r.pipeline(transaction=False) as pipe:
+            for site in sites:
+                pipe.hvals(keys.site_inflight(site))
+            for records in pipe.execute():
+                for raw in records:
+                    numbers[json.loads(raw)["order"]["number"]] += 1
         return numbers
 
     def _live(self) -> dict[str, tuple[SiteStatus, int]]:
-        found: dict[str, tuple[SiteStatus, int]] = {}
-        for key in self.r.scan_iter(match=keys.SITE_STATUS_PATTERN, count=1000):
-            raw = self.r.get(key)
-            if raw is None:
-                continue
-            status = SiteStatus.model_validate_json(raw)
-            found[status.name] = (status, int(self.r.hlen(keys.site_inflight(status.name))))
-        return found
+        """Sites publishing their state, each with the number of faxes it holds; two
+        round trips whatever the fleet's size."""
+        status_keys = list(self.r.scan_iter(match=keys.SITE_STATUS_PATTERN, count=1000))
+        statuses = (
+            [SiteStatus.model_validate_json(raw) for raw in self.r.mget(status_keys) if raw]
+            if status_keys
+            else []
+        )
+        with self.r.pipeline(transaction=False) as pipe:
+            for status in statuses:
+                pipe.hlen(keys.site_inflight(status.name))
+            held = pipe.execute()
+        return {status.name: (status, int(n)) for status, n in zip(statuses, held, strict=True)}
 
     def site_states(self, live: dict[str, tuple[SiteStatus, int]]) -> dict[str, SiteState]:
         states = {}
@@ -227,7 +237,7 @@ class Dispatcher:
             now(),
             self.knobs,
             lambda site: group_of(site, self.cache.configs),
-            self.calls_in_progress(),
+            self.calls_in_progress(live),
         )
         sent = 0
         for decision in decisions:
