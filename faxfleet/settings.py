@@ -39,8 +39,6 @@ class Settings(BaseSettings):
     sim_page_seconds: float = 1.0
 
     # --- HTTP API ----------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = 8040
     api_urls: str = "http://127.0.0.1:8040"
     """Comma-separated API base URLs the client and CLI fail over between."""
     api_key: str = "demo-key"

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import cache
 from typing import Protocol
 
 UNKNOWN_COST = Decimal("Infinity")
@@ -254,7 +255,9 @@ def _swap_sites(
         return decisions
     decisions = list(decisions)
 
+    @cache
     def cost(i: int, site: str) -> Decimal | None:
+        """Fax ``i``'s cost at ``site`` starting now (None: unknown or not dialable)."""
         fax = faxes[decisions[i].key]
         state = sites[site]
         if state.costs is None or not state.costs.can_dial(fax.number):

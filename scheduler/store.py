@@ -18,7 +18,7 @@ Keys (private to the scheduler):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -310,6 +310,3 @@ class JobStore:
 
     def delete_documents(self, job_id: str, count: int) -> None:
         self.r.delete(*(keys.document(job_id, i) for i in range(count)))
-
-    def all_ids(self, tenant: str) -> Iterable[str]:
-        return (i.decode() for i in self.r.zrange(tenant_key(tenant), 0, -1))
