@@ -157,7 +157,9 @@ def find_template(
 
 
 @lru_cache(maxsize=16)
+@lru_cache(maxsize=32)
 def _environment(folder: Path) -> SandboxedEnvironment:
+    """One environment per template folder: templates are compiled once, not per fax."""
     return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(folder)),
         autoescape=False,
