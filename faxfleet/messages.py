@@ -67,6 +67,7 @@ class Cause(StrEnum):
     REMOTE_DISCONNECTED = "remote_disconnected"
     PROTOCOL_ERROR = "protocol_error"
     MODEM_ERROR = "modem_error"
+    MODEM_NOT_RESPONDING = "modem_not_responding"
     LINE_UNAVAILABLE = "line_unavailable"
     NO_SITE = "no_site"
     NO_ROUTE = "no_route"

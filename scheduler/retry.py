@@ -22,7 +22,14 @@ from faxfleet.messages import Cause
 from faxfleet.settings import Settings
 
 DIAL_CAUSES = frozenset(
-    {Cause.BUSY, Cause.NO_ANSWER, Cause.NO_DIALTONE, Cause.LINE_UNAVAILABLE, Cause.NO_SITE}
+    {
+        Cause.BUSY,
+        Cause.NO_ANSWER,
+        Cause.NO_DIALTONE,
+        Cause.LINE_UNAVAILABLE,
+        Cause.MODEM_NOT_RESPONDING,
+        Cause.NO_SITE,
+    }
 )
 """Attempts that never reached the far end's fax machine."""
 
@@ -54,6 +61,7 @@ class RetryRules:
                 Cause.NO_ANSWER: s.retry_no_answer_seconds,
                 Cause.NO_DIALTONE: s.retry_line_seconds,
                 Cause.LINE_UNAVAILABLE: s.retry_line_seconds,
+                Cause.MODEM_NOT_RESPONDING: s.retry_line_seconds,
                 Cause.NO_SITE: s.retry_line_seconds,
                 Cause.NO_CARRIER: s.retry_no_carrier_seconds,
                 Cause.PROTOCOL_ERROR: s.retry_protocol_seconds,

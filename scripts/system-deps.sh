@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages faxfleet needs: redis-server (the fleet's store and broker), a
 # monospaced font for text pages, libtiff tools (an independent decoder for the tests),
-# Ghostscript (the rendering benchmark's baseline), LibreOffice (Office documents) and
+# Ghostscript (the rendering benchmark's baseline), LibreOffice (Office documents), the
+# software fax line (below) and
 # python3-venv. Installed with apt-get when missing and we are root; otherwise we say what
 # is missing.
 set -euo pipefail
@@ -15,6 +16,15 @@ command -v gs >/dev/null || need+=(ghostscript)
 # (about 100 MB of packages, 300 MB installed).
 [ -e /usr/lib/libreoffice/program/libswlo.so ] || need+=(libreoffice-writer-nogui)
 [ -e /usr/lib/libreoffice/program/libsclo.so ] || need+=(libreoffice-calc-nogui)
+# The software fax line for the real-line tests: two iaxmodem Class 1 modems calling each
+# other over loopback, with efax and HylaFAX as independent far ends; libspandsp as an
+# in-memory T.30 peer; iproute2 for the private network namespace the modems run in.
+command -v iaxmodem >/dev/null || need+=(iaxmodem)
+command -v efax >/dev/null || need+=(efax)
+command -v faxgetty >/dev/null || need+=(hylafax-server)
+command -v sendfax >/dev/null || need+=(hylafax-client)
+ls /usr/lib/*/libspandsp.so.2 >/dev/null 2>&1 || need+=(libspandsp2)
+command -v ip >/dev/null || need+=(iproute2)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -eq 0 ]; then
