@@ -70,6 +70,29 @@ def shrink_factor(width_in: float, height_in: float, resolution: Resolution) -> 
     )
 
 
+def fitted_size(width_in: float, height_in: float, resolution: Resolution) -> tuple[int, int]:
+    """Pixels across and rows a sheet of this size covers on a fax page, portrait.
+
+    True size when it fits, shrunk (keeping its shape) when it does not. Readers with a
+    vector source (PDF) draw straight into a box of this size, so no page is ever
+    rasterised at another size and then resampled.
+    """
+    if width_in <= 0 or height_in <= 0:
+        raise ValueError(f"page size must be positive, got {width_in} x {height_in} in")
+    width_in, height_in = _portrait(width_in, height_in)
+    scale = shrink_factor(width_in, height_in, resolution)
+    return _clamped(
+        width_in * HORIZONTAL_DPI * scale, height_in * vertical_dpi(resolution) * scale, resolution
+    )
+
+
+def _clamped(width_px: float, rows: float, resolution: Resolution) -> tuple[int, int]:
+    return (
+        max(1, min(FAX_WIDTH_PX, round(width_px))),
+        max(1, min(max_rows(resolution), round(rows))),
+    )
+
+
 def page_at_physical_size(
     gray: Image.Image, width_in: float, height_in: float, resolution: Resolution
 ) -> Image.Image:
@@ -79,14 +102,9 @@ def page_at_physical_size(
     Landscape sheets are turned to portrait. The page is as tall as the sheet (an A4 sheet
     gives a full-height page, a Letter sheet a slightly shorter one) and centred across.
     """
-    if width_in <= 0 or height_in <= 0:
-        raise ValueError(f"page size must be positive, got {width_in} x {height_in} in")
+    target = fitted_size(width_in, height_in, resolution)
     gray = _upright(gray, width_in > height_in)
-    width_in, height_in = _portrait(width_in, height_in)
-    scale = shrink_factor(width_in, height_in, resolution)
-    width_px = width_in * HORIZONTAL_DPI * scale
-    rows = height_in * vertical_dpi(resolution) * scale
-    return _compose(gray, width_px, rows, page_rows=None, resolution=resolution)
+    return _compose(gray, target, page_rows=None, resolution=resolution)
 
 
 def page_fit_to_a4(
@@ -105,13 +123,8 @@ def page_fit_to_a4(
     # Work in fax pixel widths; one row is (204 / vertical dpi) of them tall.
     row_height = HORIZONTAL_DPI / vertical_dpi(resolution)
     scale = min(FAX_WIDTH_PX / width, max_rows(resolution) * row_height / height)
-    return _compose(
-        gray,
-        width * scale,
-        height * scale / row_height,
-        page_rows=max_rows(resolution),
-        resolution=resolution,
-    )
+    target = _clamped(width * scale, height * scale / row_height, resolution)
+    return _compose(gray, target, page_rows=max_rows(resolution), resolution=resolution)
 
 
 def _upright(gray: Image.Image, landscape: bool) -> Image.Image:
@@ -121,21 +134,15 @@ def _upright(gray: Image.Image, landscape: bool) -> Image.Image:
 
 def _compose(
     gray: Image.Image,
-    width_px: float,
-    rows: float,
+    target: tuple[int, int],
     *,
     page_rows: int | None,
     resolution: Resolution,
 ) -> Image.Image:
-    """Resample to ``width_px`` x ``rows``, make bilevel, and centre on a white fax page.
+    """Resample to ``target`` (across, rows), make bilevel, and centre on a white fax page.
 
     ``page_rows`` None makes the page exactly as tall as the content.
     """
-    limit = max_rows(resolution)
-    target = (
-        max(1, min(FAX_WIDTH_PX, round(width_px))),
-        max(1, min(limit, round(rows))),
-    )
     if gray.mode != "L":
         gray = gray.convert("L")
     if gray.size != target:
@@ -146,6 +153,8 @@ def _compose(
         gray = gray.resize(target, method)
     ink = to_bilevel(gray, resolution)
     height = target[1] if page_rows is None else page_rows
+    if ink.size == (FAX_WIDTH_PX, height):
+        return ink
     page = Image.new("1", (FAX_WIDTH_PX, height), 1)
     page.paste(ink, ((FAX_WIDTH_PX - target[0]) // 2, (height - target[1]) // 2))
     return page
@@ -213,9 +222,18 @@ def _screen(size: tuple[int, int], resolution: Resolution) -> Image.Image:
 
 
 def photo_mask(gray: Image.Image) -> Image.Image | None:
-    """Where ``gray`` is photographic ("L", 255 = halftone), or None when nowhere is."""
+    """Where ``gray`` is photographic ("L", 255 = halftone), or None when nowhere is.
+
+    A tile counts only inside a block of at least 3 x 3 photographic tiles (a
+    morphological opening of the tile map): a lone tile of a noisy scan whose grey text
+    crosses the share is text, and screening it would fray its letters. A picture smaller
+    than about 12 mm is thresholded like line art.
+    """
     shares = gray.point(_MID_LUT).reduce(PHOTO_TILE)
     tiles = shares.point(_PHOTO_LUT)
+    if tiles.getbbox() is None:
+        return None
+    tiles = tiles.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
     if tiles.getbbox() is None:
         return None
     return tiles.resize(gray.size, Image.Resampling.NEAREST)
@@ -227,15 +245,38 @@ def halftone(gray: Image.Image, resolution: Resolution) -> Image.Image:
     A light blur first: grain and JPEG noise would otherwise fray every dot into specks,
     which costs more CCITT bits than the detail is worth at fax resolution.
     """
-    smooth = gray.filter(ImageFilter.BoxBlur(1))
-    below = ImageChops.subtract(_screen(gray.size, Resolution(resolution)), smooth)
+    return _screened(gray, (0, 0, *gray.size), resolution)
+
+
+def _screened(
+    gray: Image.Image, box: tuple[int, int, int, int], resolution: Resolution
+) -> Image.Image:
+    """The part ``box`` of ``gray`` screened, with the screen in phase with the whole page."""
+    part = gray if box == (0, 0, *gray.size) else gray.crop(box)
+    smooth = part.filter(ImageFilter.BoxBlur(1))
+    screen = _screen(_screen_size(gray.size), Resolution(resolution))
+    if screen.size != part.size or box[:2] != (0, 0):
+        screen = screen.crop(box)
+    below = ImageChops.subtract(screen, smooth)
     return below.point(_INK_WHERE_POSITIVE, "1")
 
 
+def _screen_size(size: tuple[int, int]) -> tuple[int, int]:
+    """Screens are cached per page size; any page fits in one a whole A4 fine page tall."""
+    return (max(size[0], FAX_WIDTH_PX), max(size[1], 2292))
+
+
 def to_bilevel(gray: Image.Image, resolution: Resolution) -> Image.Image:
-    """Threshold text and line art; halftone the tiles that are photographs."""
+    """Threshold text and line art; halftone the tiles that are photographs.
+
+    Only the box around the photographic tiles is blurred and screened, so a page with a
+    small picture pays for the picture, not for the page.
+    """
     ink = gray.point(_THRESHOLD_LUT, "1")
     mask = photo_mask(gray)
     if mask is None:
         return ink
-    return Image.composite(halftone(gray, resolution), ink, mask)
+    box = mask.getbbox()
+    assert box is not None
+    ink.paste(_screened(gray, box, resolution), box[:2], mask.crop(box))
+    return ink

@@ -2,8 +2,8 @@
 
 PDFium is the renderer Chrome uses: it copes with the damaged and odd PDFs business users
 upload, applies /Rotate itself, and draws form fields. Each page is rasterised once, in
-grey, at 204 dpi (or less when the sheet is larger than a fax page), then handed to
-:mod:`.bitmap` for the non-square fax rows and the threshold.
+grey, straight at the fax page's pixel size (204 dpi across, 98 or 196 rows per inch, less
+when the sheet is larger than a fax page), then :mod:`.bitmap` makes it bilevel.
 
 PDFium is not thread-safe; the site workers render in separate processes.
 """
@@ -19,11 +19,15 @@ from PIL import Image
 
 from faxfleet.kinds import Resolution
 
-from .bitmap import HORIZONTAL_DPI, page_at_physical_size, shrink_factor
+from .bitmap import FAX_WIDTH_PX, fitted_size, to_bilevel
 from .errors import DocumentError
 
 _POINTS_PER_INCH = 72
 _WHITE = (255, 255, 255, 255)
+_FLAGS = pdfium_c.FPDF_ANNOT | pdfium_c.FPDF_GRAYSCALE
+"""Annotations drawn (as PDF viewers show them), grey output. Anti-aliasing stays on: the
+threshold keeps a thin stroke that covers only part of a pixel, which aliased drawing
+would drop or keep at random."""
 
 
 def _load_failure(code: int, data: bytes) -> str:
@@ -73,23 +77,41 @@ class PdfSource:
         except pdfium.PdfiumError as exc:
             raise DocumentError(f"the PDF is corrupt or truncated (page {index + 1})") from exc
         try:
-            # Size as displayed, i.e. after /Rotate, which render() also applies.
+            # Size as displayed, i.e. after /Rotate, which PDFium also applies when drawing.
             width_pt, height_pt = page.get_size()
             if not all(math.isfinite(v) and v > 0 for v in (width_pt, height_pt)):
                 raise DocumentError(f"page {index + 1} of the PDF has no usable size")
-            width_in = width_pt / _POINTS_PER_INCH
-            height_in = height_pt / _POINTS_PER_INCH
-            dpi = HORIZONTAL_DPI * shrink_factor(width_in, height_in, self._resolution)
-            bitmap = page.render(scale=dpi / _POINTS_PER_INCH, grayscale=True, fill_color=_WHITE)
-            try:
-                gray = bitmap.to_pil().convert("L")
-            finally:
-                bitmap.close()
+            across, rows = fitted_size(
+                width_pt / _POINTS_PER_INCH, height_pt / _POINTS_PER_INCH, self._resolution
+            )
+            return self._draw(page, across, rows, landscape=width_pt > height_pt)
         except pdfium.PdfiumError as exc:
             raise DocumentError(f"the PDF is corrupt or truncated (page {index + 1})") from exc
         finally:
             page.close()
-        return page_at_physical_size(gray, width_in, height_in, self._resolution)
+
+    def _draw(
+        self, page: pdfium.PdfPage, across: int, rows: int, *, landscape: bool
+    ) -> Image.Image:
+        """Draw ``page`` into ``across`` x ``rows`` pixels, centred on a white fax-wide grey
+        bitmap, and make it bilevel.
+
+        PDFium scales x and y independently here, so the non-square fax rows (204 x 98 dpi)
+        come straight out of the rasteriser: no square-pixel page is drawn and then
+        resampled. A landscape sheet is drawn a quarter turn anticlockwise (PDFium's
+        rotate 3), as printers turn it.
+        """
+        bitmap = pdfium.PdfBitmap.new_native(FAX_WIDTH_PX, rows, format=pdfium_c.FPDFBitmap_Gray)
+        try:
+            bitmap.fill_rect(_WHITE, 0, 0, FAX_WIDTH_PX, rows)
+            place = ((FAX_WIDTH_PX - across) // 2, 0, across, rows, 3 if landscape else 0)
+            pdfium_c.FPDF_RenderPageBitmap(bitmap, page, *place, _FLAGS)
+            if page.formenv:
+                pdfium_c.FPDF_FFLDraw(page.formenv, bitmap, page, *place, _FLAGS)
+            # The grey image shares PDFium's buffer; the bilevel page is a new image.
+            return to_bilevel(bitmap.to_pil(), self._resolution)
+        finally:
+            bitmap.close()
 
     def close(self) -> None:
         self._pdf.close()

@@ -76,10 +76,11 @@ class FaxBitmap:
 
     @classmethod
     def from_image(cls, page: Image.Image) -> FaxBitmap:
-        """From a mode "1" page (paper 255); Pillow packs 1 = white, so every bit flips."""
+        """From a mode "1" page (paper 255). Packed with Pillow's inverting packer ("1;I"),
+        so black pixels become set bits in the same pass, with no second pass to flip them."""
         if page.mode != "1":
             raise ValueError(f"fax pages are bilevel (mode '1'), got mode {page.mode!r}")
-        return cls(page.width, page.height, page.tobytes().translate(_INVERT))
+        return cls(page.width, page.height, page.tobytes("raw", "1;I"))
 
     def to_image(self) -> Image.Image:
         """A mode "1" Pillow image, paper white (255)."""
