@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
+import time
 import zlib
 
 import pytest
@@ -17,7 +19,7 @@ from faxfleet.messages import Resolution
 from faxfleet.settings import Settings
 from tests.pdfgen import assemble_pdf
 from workers.render import RenderError, render_documents
-from workers.render.sandbox import render_sandboxed
+from workers.render.sandbox import render_sandboxed, warm_renderer
 
 
 def make_pdf(page: tuple[int, int] = (612, 792), image: tuple[int, int] | None = None) -> bytes:
@@ -101,21 +103,13 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding() -> None:
         render_sandboxed([big_png(10000, 10000)], Resolution.FINE, timeout_s=60, memory_mb=64)
 
 
+_SLOW = b"line\n" * 60 * 100
+"""100 text pages: far more than 0.05 s of work, even in a warm renderer."""
+
+
 def test_timeout() -> None:
     with pytest.raises(RenderError, match=r"^rendering took longer than 0\.05 s$"):
-        render_sandboxed([make_pdf()], Resolution.FINE, timeout_s=0.05, memory_mb=512)
-
-
-def test_a_crash_is_reported_with_its_signal(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A child that dies from a signal: make the interpreter itself abort at start-up by
-    # pointing it at a program that kills itself (a real process and a real signal).
-    import workers.render.sandbox as sandbox
-
-    monkeypatch.setattr(
-        sandbox, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
-    )
-    with pytest.raises(RenderError, match=rf"^the renderer crashed \(signal {signal.SIGSEGV}\)$"):
-        render_sandboxed([b"x\n"], Resolution.FINE, timeout_s=30, memory_mb=512)
+        render_sandboxed([_SLOW], Resolution.FINE, timeout_s=0.05, memory_mb=512)
 
 
 def test_arguments_are_checked() -> None:
@@ -131,8 +125,9 @@ def test_settings_defaults() -> None:
     assert settings.render_memory_mb == 1024
 
 
-def _children() -> set[str]:
-    mine = str(os.getpid())
+def _children(parent: int | None = None) -> set[int]:
+    """Pids whose parent is ``parent`` (default: this process), zombies included."""
+    mine = str(os.getpid() if parent is None else parent)
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -140,13 +135,116 @@ def _children() -> set[str]:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[1] == mine:  # the parent pid, even for a zombie
-            found.add(pid)
+        if fields[1] == mine:
+            found.add(int(pid))
     return found
 
 
+def _zygote() -> int:
+    renderer = warm_renderer()
+    assert renderer.start()
+    assert renderer.pid is not None
+    return renderer.pid
+
+
+def _status(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def _renders_fine() -> None:
+    [page] = render_sandboxed([b"still here\n"], Resolution.STANDARD, timeout_s=30, memory_mb=512)
+    assert page.startswith(b"II*\x00")
+
+
 def test_no_child_is_left_behind() -> None:
+    zygote = _zygote()
     before = _children()
     with pytest.raises(RenderError):
-        render_sandboxed([make_pdf()], Resolution.FINE, timeout_s=0.05, memory_mb=512)
+        render_sandboxed([_SLOW], Resolution.FINE, timeout_s=0.05, memory_mb=512)
     assert _children() - before == set()
+    assert _children(zygote) == set()  # the job process was killed and reaped
+
+
+def _wait_for_job(zygote: int) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = _children(zygote)
+        if jobs:
+            return jobs.pop()
+        time.sleep(0.005)
+    raise AssertionError("no job process appeared")
+
+
+def test_a_crashing_job_fails_alone_and_the_next_job_renders() -> None:
+    zygote = _zygote()
+    long_text = b"a line of text\n" * 60 * 300  # 300 pages: seconds of work, time to crash it
+    errors: list[RenderError] = []
+
+    def run() -> None:
+        try:
+            render_sandboxed([long_text], Resolution.FINE, timeout_s=60, memory_mb=1024)
+        except RenderError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    os.kill(_wait_for_job(zygote), signal.SIGSEGV)  # a real segfault signal in the job
+    thread.join(60)
+    assert [str(e) for e in errors] == [f"the renderer crashed (signal {signal.SIGSEGV})"]
+    _renders_fine()
+    assert warm_renderer().pid == zygote  # the zygote never noticed
+
+
+def test_jobs_over_the_memory_or_time_limit_fail_alone() -> None:
+    zygote = _zygote()
+    with pytest.raises(RenderError, match=r"^rendering needed more than 40 MB$"):
+        render_sandboxed([big_png(8000, 9000)], Resolution.FINE, timeout_s=60, memory_mb=40)
+    _renders_fine()
+    with pytest.raises(RenderError, match=r"^rendering took longer than 0\.2 s$"):
+        render_sandboxed([b"x\n" * 20000], Resolution.FINE, timeout_s=0.2, memory_mb=512)
+    _renders_fine()
+    assert warm_renderer().pid == zygote
+
+
+def test_a_dead_zygote_is_replaced_by_the_next_job() -> None:
+    zygote = _zygote()
+    os.kill(zygote, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _status_state(zygote) not in ("Z", None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _renders_fine()
+    assert warm_renderer().pid not in (None, zygote)
+
+
+def _status_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_many_jobs_leave_no_growth_behind() -> None:
+    zygote = _zygote()
+    _renders_fine()
+    rss, fds = _status(zygote, "VmRSS"), len(os.listdir("/proc/self/fd"))
+    for number in range(40):
+        docs = [make_pdf(), f"job {number}\n".encode()]
+        assert len(render_sandboxed(docs, Resolution.FINE, timeout_s=30, memory_mb=512)) == 2
+    assert warm_renderer().pid == zygote
+    assert _children(zygote) == set()
+    assert len(os.listdir("/proc/self/fd")) == fds  # no pipe or socket leaks here
+    assert _status(zygote, "VmRSS") <= rss + 2048  # KiB: the zygote does not grow
+
+
+def test_a_warm_job_starts_in_milliseconds() -> None:
+    _zygote()
+    _renders_fine()
+    started = time.perf_counter()
+    for _ in range(5):
+        _renders_fine()
+    assert (time.perf_counter() - started) / 5 < 0.5  # a fresh interpreter alone is ~0.1 s

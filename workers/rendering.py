@@ -1,9 +1,11 @@
 """The render worker: documents in Redis -> fax pages in Redis, any site, CPU-bound.
 
 Run: ``celery -A workers.rendering worker -Q render -P prefork``. Each render runs in a
-child process of its own with limits on memory, CPU and wall-clock time
+process of its own with limits on memory, CPU and wall-clock time
 (``FAXFLEET_RENDER_MEMORY_MB``, ``FAXFLEET_RENDER_TIMEOUT_SECONDS``), so one bad
-document fails its own job with a specific cause and cannot take the worker down.
+document fails its own job with a specific cause and cannot take the worker down. That
+process is forked from a warm renderer each pool process starts when it starts
+(:mod:`workers.render.sandbox`), so a job does not pay for loading Python and PDFium.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from faxfleet import celery_app as names
@@ -20,7 +23,7 @@ from faxfleet.messages import RenderDone, RenderFailed, RenderOrder, now
 from faxfleet.runtime import runtime
 from workers.render import RenderError
 from workers.render.cover import cover_tiff
-from workers.render.sandbox import render_sandboxed
+from workers.render.sandbox import render_sandboxed, warm_renderer
 
 rt = runtime("render")
 log, settings, app = rt.log, rt.settings, rt.app
@@ -29,6 +32,13 @@ app.conf.worker_max_memory_per_child = 1_000_000  # KiB: recycle a child past ~1
 RENDER_SOFT_LIMIT = settings.render_timeout_seconds + 30
 """Celery's limits stay above the sandbox's own, which reports the specific cause."""
 RENDER_HARD_LIMIT = RENDER_SOFT_LIMIT + 30
+
+
+@signals.worker_process_init.connect
+def _start_renderer(**_: Any) -> None:
+    """Start loading the renderer as soon as a pool process exists, without waiting for it
+    (Celery gives this hook only a few seconds); the first job waits if it must."""
+    warm_renderer().start(timeout_s=0)
 
 
 def _redis() -> redis.Redis:
