@@ -392,3 +392,18 @@ def parse_report(line: str) -> Report | None:
     except (ValueError, IndexError):
         return None
     return None
+
+
+def hangup_table_markdown() -> str:
+    """The hang-up code table as docs/class2.md shows it (a test keeps the two equal)."""
+    rows = ["| +FHS | meaning | phase | cause |", "| --- | --- | --- | --- |"]
+    for code in sorted(HANGUP_CODES):
+        h = HANGUP_CODES[code]
+        cause = h.cause.value if h.cause is not None else "none (success)"
+        rows.append(f"| {code:02X} | {h.meaning} | {h.phase.value} | {cause} |")
+    rows.append("")
+    rows.append("| unnamed codes in | phase | cause |")
+    rows.append("| --- | --- | --- |")
+    for low, high, phase, cause in _RANGES:
+        rows.append(f"| {low:02X}-{high:02X} | {phase.value} | {cause.value} |")
+    return "\n".join(rows) + "\n"
