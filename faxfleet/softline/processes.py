@@ -58,6 +58,10 @@ class ProcessGroup:
         for _, proc in reversed(list(self._procs)):
             self.stop(proc)
 
+    def pids(self) -> list[int]:
+        """Process ids of everything started and not yet stopped."""
+        return [proc.pid for _, proc in self._procs]
+
     def dead(self) -> list[tuple[str, int]]:
         """Name and exit status of every tracked process that has exited (not reaped)."""
         found = []
