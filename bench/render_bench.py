@@ -3,8 +3,9 @@
 Why this shape: a render worker handles one fax at a time, mostly of one to three pages,
 so per-job cost (process start, font loading) matters as much as raw page speed. 1-page
 jobs are timed per job: Ghostscript as a fresh process per job (as fax servers run it),
-faxfleet in-process (as our worker runs it) and also as a fresh Python process per job, so
-the comparison is fair either way. 50-page jobs show steady-state speed.
+faxfleet through ``render_sandboxed`` (the headline: the warm, forked, limited job process
+the render worker really uses) and in-process (``render_documents``, to show what the
+sandbox costs). 50-page jobs show steady-state speed.
 
 The corpus is generated here (reportlab, Pillow): a text letter, a table-heavy invoice, a
 "scanned" page (text drawn, rotated 0.7 degrees, noised, embedded as an image) and a
@@ -17,7 +18,11 @@ Run: ``.venv/bin/python bench/render_bench.py [--quick]``
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import io
+import os
+import platform
 import random
 import subprocess
 import sys
@@ -39,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from faxfleet.messages import Resolution  # noqa: E402
 from workers.render.coding import Coding  # noqa: E402
 from workers.render.pipeline import render_documents  # noqa: E402
+from workers.render.sandbox import render_sandboxed, warm_renderer  # noqa: E402
 
 GS_DEVICE = {Coding.MH: "tiffg3", Coding.MR: "tiffg32d", Coding.MMR: "tiffg4"}
 GS_RES = {Resolution.STANDARD: "-r204x98", Resolution.FINE: "-r204x196"}
@@ -162,20 +168,9 @@ def faxfleet_in_process(pdf: bytes, pages: int, res: Resolution, coding: Coding)
     return _timed(lambda: sum(map(len, render_documents([pdf], res, coding=coding))), pages)
 
 
-_CHILD = (
-    "import sys; sys.path.insert(0, {root!r});"
-    "from workers.render.pipeline import render_documents;"
-    "pages = render_documents([open({path!r}, 'rb').read()], {res!r}, coding={coding!r});"
-    "print(sum(map(len, pages)))"
-)
-
-
-def faxfleet_fresh(path: Path, pages: int, res: Resolution, coding: Coding) -> Result:
-    code = _CHILD.format(root=str(ROOT), path=str(path), res=res.value, coding=coding.value)
-
+def faxfleet_sandboxed(pdf: bytes, pages: int, res: Resolution, coding: Coding) -> Result:
     def job() -> int:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
-        return int(done.stdout)
+        return sum(map(len, render_sandboxed([pdf], res, coding=coding, timeout_s=300)))
 
     return _timed(job, pages)
 
@@ -206,9 +201,31 @@ def _median_run(run: Callable[[], Result], repeats: int) -> Result:
     return sorted(results, key=lambda r: r.seconds)[len(results) // 2]
 
 
+def machine() -> str:
+    """What the figures were measured on."""
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gs = subprocess.run(["gs", "--version"], capture_output=True, text=True).stdout.strip()
+    libtiff = ctypes.CDLL(ctypes.util.find_library("tiff") or "libtiff.so.6")
+    libtiff.TIFFGetVersion.restype = ctypes.c_char_p
+    tiff = libtiff.TIFFGetVersion().decode().splitlines()[0].replace("LIBTIFF, Version ", "")
+    import PIL
+    import pypdfium2
+
+    return (
+        f"machine: nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}, "
+        f"Ghostscript {gs}, libtiff {tiff}, PDFium {pypdfium2.PDFIUM_INFO.build}, "
+        f"Pillow {PIL.__version__}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="MMR only for the slow parts")
+    parser.add_argument("--quick", action="store_true", help="MMR only for 50-page jobs")
     args = parser.parse_args()
     repeats = 1 if args.quick else 3
     work = Path(tempfile.mkdtemp(prefix="render-bench-"))
@@ -218,60 +235,74 @@ def main() -> None:
     long_job = make_pdf([KINDS[i % 4] for i in range(50)])
     (work / "long.pdf").write_bytes(long_job)
     render_documents([singles["letter"]], Resolution.FINE)  # warm up (font, PDFium load)
+    warm_renderer().start()  # as a render worker does when its pool process starts
 
+    print(machine())
     print(f"corpus: {', '.join(KINDS)} (1-page jobs); 50-page mixed job; repeats={repeats}")
     header = (
-        f"{'res':8} {'coding':6} {'job':7} {'ff p/s':>8} {'fresh p/s':>9} {'gs p/s':>8} "
-        f"{'speed x':>8} {'fresh x':>8} {'ff KB/p':>8} {'gs KB/p':>8} {'size':>6} "
+        f"{'res':8} {'coding':6} {'job':7} {'ff p/s':>8} {'in-pr p/s':>9} {'gs p/s':>8} "
+        f"{'speed x':>8} {'in-pr x':>8} {'ff KB/p':>8} {'gs KB/p':>8} {'size':>6} "
         f"{'air s/p':>7}"
     )
     print(header)
     for res in Resolution:
         for coding in Coding:
-            slow_parts = not args.quick or coding is Coding.MMR
-            ff, fresh, gs = [], [], []
+            ff, inproc, gs = [], [], []
             for kind in KINDS:
                 path = work / f"{kind}.pdf"
                 ff.append(
-                    _median_run(partial(faxfleet_in_process, singles[kind], 1, res, coding), 3)
+                    _median_run(partial(faxfleet_sandboxed, singles[kind], 1, res, coding), 5)
+                )
+                inproc.append(
+                    _median_run(partial(faxfleet_in_process, singles[kind], 1, res, coding), 5)
                 )
                 out = work / f"gs-{kind}.tif"
                 gs.append(_median_run(partial(ghostscript, path, 1, res, coding, out), repeats))
-                if slow_parts:
-                    fresh.append(
-                        _median_run(partial(faxfleet_fresh, path, 1, res, coding), repeats)
-                    )
-            rows = [("1-page", _total(ff), _total(fresh) if fresh else None, _total(gs))]
-            if slow_parts:
-                long_ff = faxfleet_in_process(long_job, 50, res, coding)
-                long_gs = ghostscript(work / "long.pdf", 50, res, coding, work / "gs-long.tif")
-                rows.append(("50-page", long_ff, None, long_gs))
-            for job, f, fr, g in rows:
-                fresh_ps = f"{fr.pages_per_s:9.2f}" if fr else f"{'-':>9}"
-                fresh_x = f"{fr.pages_per_s / g.pages_per_s:8.2f}" if fr else f"{'-':>8}"
+            rows = [("1-page", _total(ff), _total(inproc), _total(gs))]
+            if not args.quick or coding is Coding.MMR:
+                long_ff = _median_run(
+                    partial(faxfleet_sandboxed, long_job, 50, res, coding), repeats
+                )
+                long_in = faxfleet_in_process(long_job, 50, res, coding)
+                long_gs = _median_run(
+                    partial(ghostscript, work / "long.pdf", 50, res, coding, work / "gs-long.tif"),
+                    repeats,
+                )
+                rows.append(("50-page", long_ff, long_in, long_gs))
+            for job, f, i, g in rows:
                 airtime = f.bytes * 8 / f.pages / LINE_BPS
                 print(
-                    f"{res.value:8} {coding.value:6} {job:7} {f.pages_per_s:8.1f} {fresh_ps} "
-                    f"{g.pages_per_s:8.1f} {f.pages_per_s / g.pages_per_s:8.2f} {fresh_x} "
+                    f"{res.value:8} {coding.value:6} {job:7} {f.pages_per_s:8.1f} "
+                    f"{i.pages_per_s:9.1f} {g.pages_per_s:8.1f} "
+                    f"{f.pages_per_s / g.pages_per_s:8.2f} {i.pages_per_s / g.pages_per_s:8.2f} "
                     f"{f.kb_per_page:8.1f} {g.kb_per_page:8.1f} "
-                    f"{f.bytes / g.bytes:6.2f} {airtime:7.1f}"
+                    f"{f.bytes / g.bytes:6.2f} {airtime:7.1f}",
+                    flush=True,
                 )
     print(
-        "speed x = faxfleet in-process pages/s / gs pages/s; fresh x = same with a fresh "
-        "Python process per job;\nsize = faxfleet bytes / gs bytes (TIFF files, mixed "
-        "corpus); air s/p = faxfleet bits per page / 14,400 bit/s\n(T.30 handshake and "
-        "the per-line minimum scan time ignored)."
+        "ff = faxfleet as the render worker runs it (render_sandboxed: a job forked from the "
+        "warm renderer,\nwith its limits); in-pr = render_documents in the calling process; "
+        "speed x = ff pages/s / gs pages/s;\nsize = faxfleet bytes / gs bytes (TIFF files, "
+        "mixed corpus); air s/p = faxfleet bits per page / 14,400 bit/s\n(T.30 handshake "
+        "and the per-line minimum scan time ignored)."
     )
-    _per_kind_sizes(singles)
+    _per_kind(singles, work)
 
 
-def _per_kind_sizes(singles: dict[str, bytes]) -> None:
-    """KB/page per document kind at fine MMR: where the size difference comes from."""
-    sizes = []
-    for kind, data in singles.items():
-        [page] = render_documents([data], Resolution.FINE, coding=Coding.MMR)
-        sizes.append(f"{kind} {len(page) / 1024:.1f}")
-    print("faxfleet fine MMR KB/page by kind: " + ", ".join(sizes))
+def _per_kind(singles: dict[str, bytes], work: Path) -> None:
+    """KB/page and ms/job per document kind: where size and time come from."""
+    for res in Resolution:
+        for coding in (Coding.MH, Coding.MMR):
+            cells = []
+            for kind, data in singles.items():
+                ff = _median_run(partial(faxfleet_sandboxed, data, 1, res, coding), 5)
+                out = work / f"gs-{kind}.tif"
+                gs = ghostscript(work / f"{kind}.pdf", 1, res, coding, out)
+                cells.append(
+                    f"{kind} {ff.kb_per_page:.0f}/{gs.kb_per_page:.0f} KB "
+                    f"{ff.seconds * 1000:.0f}/{gs.seconds * 1000:.0f} ms"
+                )
+            print(f"by kind, ff/gs, {res.value} {coding.value}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

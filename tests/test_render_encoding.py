@@ -9,6 +9,7 @@ scripts/system-deps.sh, so these tests fail rather than skip when it is missing.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import shutil
 import struct
@@ -21,7 +22,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
 from faxfleet.messages import Resolution
-from workers.render.bitmap import INK_THRESHOLD, halftone, photo_mask, to_bilevel
+from workers.render.bitmap import INK_THRESHOLD, SCREEN_CELL, halftone, photo_mask, to_bilevel
 from workers.render.coding import Coding
 from workers.render.pipeline import open_document, render_documents, transcode
 from workers.render.tiff import FaxBitmap, encode_bitmap, encode_page, read_pages
@@ -287,3 +288,29 @@ def test_text_stays_thresholded_even_beside_a_photo() -> None:
     assert bilevel.crop(inside).tobytes() != thresholded.crop(inside).tobytes()
     grey = ImageStat.Stat(sheet.crop(inside)).mean[0]
     assert abs(darkness(bilevel.crop(inside)) - (1 - grey / 255)) < 0.05
+
+
+@pytest.mark.parametrize("resolution", list(Resolution))
+def test_a_screened_row_crosses_one_dot_per_screen_tile(resolution: Resolution) -> None:
+    """What makes a photograph cheap in MH: a mid-grey row changes colour about twice per
+    tile width (in and out of one dot), never pixel by pixel."""
+    image = halftone(Image.new("L", (1728, 200), 150), resolution)
+    tiles = 1728 / SCREEN_CELL
+    for y in range(0, 200, 7):
+        row = [image.getpixel((x, y)) for x in range(1728)]
+        changes = sum(a != b for a, b in itertools.pairwise(row))
+        assert tiles <= changes <= 2 * tiles + 2
+
+
+def test_a_lone_grey_tile_is_text_but_a_picture_is_screened() -> None:
+    sheet = Image.new("L", (640, 640), 255)
+    sheet.paste(128, (64, 64, 96, 96))  # one 32 px tile of smudge: a noisy scan's grey text
+    assert photo_mask(sheet) is None
+    assert (
+        to_bilevel(sheet, Resolution.FINE).tobytes()
+        == sheet.point(lambda v: 0 if v < INK_THRESHOLD else 255).convert("1").tobytes()
+    )
+    sheet.paste(128, (256, 256, 384, 384))  # a 4 x 4 tile picture
+    mask = photo_mask(sheet)
+    assert mask is not None
+    assert mask.getbbox() == (256, 256, 384, 384)

@@ -169,18 +169,21 @@ def _compose(
 # so they stay crisp; the choice is made per tile, so a letter with a photo keeps sharp text.
 
 
-SCREEN_CELL = 8
+SCREEN_CELL = 10
 """Width in pixels of one screen tile (holding two dots)."""
 
 
 def _screen_matrix(rows_per_cell: int) -> list[list[int]]:
-    """Threshold levels of one screen tile: 8 pixels wide, two dots on a 45 degree lattice.
+    """Threshold levels of one screen tile: 10 pixels wide, two dots on a 45 degree lattice.
 
-    The dots sit 4*sqrt(2) px apart at 204 dpi (about 36 lines per inch, 33 grey levels).
-    A finer screen (4 px, ~72 lpi) was measured at 2.6x the bytes per photo page: every
-    short run costs CCITT bits, and airtime is what a fax pays for. ``rows_per_cell`` is 8
-    at fine resolution and 4 at standard, where a row is twice as tall, so the dots stay
-    round and at 45 degrees.
+    The dots sit 5*sqrt(2) px apart at 204 dpi (about 29 lines per inch; 51 grey levels at
+    fine resolution, 26 at standard). Airtime is what a fax pays for, and every run a row
+    crosses costs CCITT bits: a row meets one dot per tile width, so the tile width sets
+    the cost of a photograph, above all in MH, which codes each row alone. On the benchmark
+    photograph (bench/RENDER.md) an 8 px tile (36 lpi) cost 1.4x the MH bytes at standard
+    resolution, a 12 px one (24 lpi) 0.87x but looks visibly coarse, and a 4 px one (72 lpi)
+    was 2.6x. ``rows_per_cell`` is 10 at fine resolution and 5 at standard, where a row is
+    twice as tall, so the dots stay round and at 45 degrees.
     Pixels turn black in order of their (physical) distance from the dot centres, so ink
     grows as clustered dots; black where grey < level.
     """
@@ -242,8 +245,9 @@ def photo_mask(gray: Image.Image) -> Image.Image | None:
 def halftone(gray: Image.Image, resolution: Resolution) -> Image.Image:
     """``gray`` screened with the clustered-dot screen (mode "1").
 
-    A light blur first: grain and JPEG noise would otherwise fray every dot into specks,
-    which costs more CCITT bits than the detail is worth at fax resolution.
+    The grey is averaged over 2 x 2 pixels first: grain and JPEG noise would otherwise fray
+    every dot into specks, which costs more CCITT bits than the detail is worth at fax
+    resolution. (A 3 x 3 box blur did the same job at seven times the cost.)
     """
     return _screened(gray, (0, 0, *gray.size), resolution)
 
@@ -253,7 +257,7 @@ def _screened(
 ) -> Image.Image:
     """The part ``box`` of ``gray`` screened, with the screen in phase with the whole page."""
     part = gray if box == (0, 0, *gray.size) else gray.crop(box)
-    smooth = part.filter(ImageFilter.BoxBlur(1))
+    smooth = part.reduce(2).resize(part.size, Image.Resampling.NEAREST)
     screen = _screen(_screen_size(gray.size), Resolution(resolution))
     if screen.size != part.size or box[:2] != (0, 0):
         screen = screen.crop(box)
