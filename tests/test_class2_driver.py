@@ -47,6 +47,7 @@ NUMBERS = {
     "800": FarEnd(Behaviour.SILENT),
     "900": FarEnd(Behaviour.NO_DIALTONE),
     "110": FarEnd(remote_id="STANDARD ONLY", capabilities=Params(vr=0, br=3, ln=2, df=0)),
+    "120": FarEnd(remote_id="ECM MMR", capabilities=Params(vr=1, br=5, ln=2, df=3, ec=1)),
 }
 
 
@@ -257,6 +258,17 @@ def test_driver_options(emulator: Class2Emulator, config: Class2Config) -> None:
     assert coding is (Coding.MH if config.capabilities.df == 0 else Coding.MR)
     (original,) = list(read_pages(PAGES[2]))
     assert decoded(received.pages[2], PAGES[2], coding) == original.bitmap.bits
+
+
+def test_mmr_with_ecm(emulator: Class2Emulator) -> None:
+    config = replace(FAST, capabilities=Params(vr=1, br=5, ln=2, df=3, ec=1))
+    report = line(emulator, config).send(call("120"), PAGES, Hooks())
+    assert report.ok, report
+    (received,) = emulator.calls
+    assert received.session == Params(vr=0, br=5, ln=2, df=3, ec=1)
+    for sent, got in zip(PAGES, received.pages, strict=True):
+        (original,) = list(read_pages(sent))
+        assert decoded(got, sent, Coding.MMR) == original.bitmap.bits
 
 
 def test_driver_reports_session_and_capabilities(emulator: Class2Emulator) -> None:
