@@ -7,6 +7,10 @@ far end received is decoded again with libtiff to prove it is the page that was 
 
 from __future__ import annotations
 
+import argparse
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -20,6 +24,7 @@ from workers.fax.class2.driver import Class2Config, Class2Driver
 from workers.fax.class2.line import Class2Line
 from workers.fax.class2.pages import REVERSE
 from workers.fax.emulator.class2 import Behaviour, Class2Emulator, FarEnd
+from workers.fax.emulator.class2.__main__ import far_end
 from workers.fax.emulator.class2.modem import count_lines
 from workers.fax.modem.at import AtPort
 from workers.lines.base import Call
@@ -282,3 +287,38 @@ def test_driver_reports_session_and_capabilities(emulator: Class2Emulator) -> No
     assert result.session is not None and result.session.bit_rate == 14400
     assert [s.ppr.name for s in result.page_statuses] == ["MCF"]
     assert result.hangup is not None and result.hangup.normal
+
+
+def test_emulator_as_a_process() -> None:
+    """``python -m workers.fax.emulator.class2`` serves a line site or a person by hand."""
+    far_ends = ["--far-end", "200=busy", "--far-end", "500=reject_page:1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.fax.emulator.class2", "--scale", "1000", *far_ends],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("/dev/pts/")
+        modem = Class2Line("c2-proc", url, FAST)
+        assert modem.send(call("100"), PAGES[:1], Hooks()).ok
+        assert modem.send(call("200"), PAGES[:1], Hooks()).cause == Cause.BUSY
+        assert modem.send(call("500"), PAGES[:1], Hooks()).cause == Cause.PAGE_REJECTED
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert err.splitlines() == [
+        "call 100: pages 1 ['MCF'] hangup 00",
+        "call 200: pages 0 [] hangup None",
+        "call 500: pages 1 ['RTN'] hangup 02",
+    ]
+
+
+def test_far_end_specs_are_checked() -> None:
+    assert far_end("500=reject_page:2") == ("500", FarEnd(Behaviour.REJECT_PAGE, page=2))
+    for bad in ("500", "=busy", "500=ringing", "500=drop_page:x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            far_end(bad)
