@@ -289,6 +289,17 @@ def test_driver_reports_session_and_capabilities(emulator: Class2Emulator) -> No
     assert result.hangup is not None and result.hangup.normal
 
 
+def test_modem_without_optional_commands() -> None:
+    """A modem that refuses +FPP and +FIE still sends; one that refuses +FLI does not."""
+    with Class2Emulator(scale=1000.0, unsupported=("+FPP", "+FIE")) as modem:
+        assert line(modem).send(call("100"), PAGES[:1], Hooks()).ok
+    with Class2Emulator(scale=1000.0, unsupported=("+FLI",)) as modem:
+        report = line(modem).send(call("100"), PAGES[:1], Hooks())
+        assert (report.ok, report.cause, report.connected) == (False, Cause.MODEM_ERROR, False)
+        assert report.detail is not None and "AT+FLI" in report.detail
+        assert modem.calls == []
+
+
 def test_emulator_as_a_process() -> None:
     """``python -m workers.fax.emulator.class2`` serves a line site or a person by hand."""
     far_ends = ["--far-end", "200=busy", "--far-end", "500=reject_page:1"]

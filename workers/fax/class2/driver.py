@@ -64,6 +64,8 @@ modem answered)."""
 
 _LINE_ENDS = ("OK", "ERROR", "NO CARRIER")
 
+_OPTIONAL_SETUP = frozenset({"AT+FIE=0", "AT+FPP=0"})
+
 
 SENDER_CAPABILITIES = Params(vr=1, br=5, wd=0, ln=2, df=1, ec=0, bf=0, st=0)
 
@@ -166,7 +168,11 @@ class Class2Driver:
                 return
 
     def setup(self, local_id: str | None, session: Params) -> None:
-        """Put the modem in Class 2.0 with our settings (raises on a modem fault)."""
+        """Put the modem in Class 2.0 with our settings (raises on a modem fault).
+
+        Interrupt handling (+FIE) and the packet protocol (+FPP) are off after reset on
+        most modems and missing on some: an ERROR to them is noted, not fatal.
+        """
         c = self.config
         self.port.discard_input()
         commands = [
@@ -183,6 +189,11 @@ class Class2Driver:
             *c.init_commands,
         ]
         for cmd in commands:
+            if cmd in _OPTIONAL_SETUP:
+                response = self._command(cmd)
+                if not response.ok:
+                    self._log.info("class2 optional setup refused", line=self.port.name, cmd=cmd)
+                continue
             self._require_ok(cmd)
 
     # -- the call --------------------------------------------------------------------

@@ -32,7 +32,7 @@ import select
 import threading
 import time
 import tty
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from workers.fax.class2.codes import Params, PostPage, Ppr, negotiate
@@ -117,11 +117,14 @@ class Class2Emulator:
         default: FarEnd | None = None,
         scale: float = 1.0,
         buffer_bytes: int = 4096,
+        unsupported: Collection[str] = (),
     ) -> None:
         self.far_ends = dict(far_ends or {})
         self.default = default or FarEnd()
         self.scale = scale
         self.buffer_bytes = buffer_bytes
+        self.unsupported = frozenset(name.upper() for name in unsupported)
+        """Extended commands (``+FPP``) this modem answers ERROR to, as some models do."""
         self.calls: list[CallRecord] = []
         self.commands: list[str] = []
         """Every command line received, in order (for tests and traces)."""
@@ -289,6 +292,8 @@ class Class2Emulator:
 
     def _fax_command(self, c: Command) -> list[str] | None:
         name, op, arg = c.name, c.op, c.arg
+        if name in self.unsupported:
+            raise _Error(name)
         if name == "+FCLASS":
             if op == "=?":
                 return ["0,2.0"]
