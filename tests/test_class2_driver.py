@@ -204,6 +204,19 @@ def test_page_rejected(emulator: Class2Emulator) -> None:
     assert received.hangup == 0x02  # the driver aborted the call (AT+FKS)
 
 
+def test_rejected_page_sent_again_after_retraining(emulator: Class2Emulator) -> None:
+    hooks = Hooks()
+    report = line(emulator, replace(FAST, rtn_retries=1)).send(call("500"), PAGES, hooks)
+    assert report.ok, report
+    assert report.pages_confirmed == 3
+    assert hooks.started == [1, 2, 3]
+    (received,) = emulator.calls
+    assert received.responses == ["MCF", "RTN", "MCF", "MCF"]
+    assert received.session is not None and received.session.bit_rate == 12000
+    (original,) = list(read_pages(PAGES[1]))
+    assert decoded(received.pages[2], PAGES[1], Coding.MR) == original.bitmap.bits
+
+
 def test_far_end_drops_during_page_three(emulator: Class2Emulator) -> None:
     report = line(emulator).send(call("600"), PAGES, Hooks())
     assert (report.ok, report.cause, report.pages_confirmed) == (

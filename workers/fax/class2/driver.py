@@ -14,8 +14,9 @@ One call, in the order T.32 lays out for a transmitting host:
    (page good) or ``ERROR`` (page bad); after EOP the modem hangs up with ``+FHS:00``.
 4. Any ``+FHS:<code>`` ends the call; its code says why (:mod:`.codes` maps it to a cause).
 
-A rejected page (RTN) ends the call here: the fax fleet retries the whole attempt later
-from the first unconfirmed page, rather than the modem resending at a lower speed now.
+A rejected page (RTN) ends the call by default: the fax fleet retries the attempt later
+from the first unconfirmed page. With ``rtn_retries`` the page is sent again in the same
+call after the modem retrains (usually one step slower), as T.30 allows.
 Older Class 2 hosts end a page with ``DLE ETX`` and ``AT+FET=<ppm>``; ``post_page="fet"``
 does that for modems that need it.
 """
@@ -97,6 +98,9 @@ class Class2Config:
     """From the end of page data to the far end's answer (line drain, then 3 x T4)."""
     hangup_timeout: float = 3.0
     """How long to wait for the final result that follows +FHS."""
+    rtn_retries: int = 0
+    """How often a page the far end rejects (RTN) is sent again in the same call, after
+    the modem retrains. 0 ends the call: the fleet's retry resends from that page."""
     reset_patience: float = 15.0
     reset_guard: float = 1.1
     init_commands: tuple[str, ...] = ()
@@ -279,10 +283,13 @@ class Class2Driver:
             if hooks.should_stop():
                 self._abort()
                 raise _CallEnded(Cause.CANCELLED, f"cancelled before page {number}")
-            last = index == len(pages) - 1
+            ppm = PostPage.EOP if index == len(pages) - 1 else PostPage.MPS
             session = self._start_page(session, result)
             hooks.page_started(number)
-            self._send_page(page, session, PostPage.EOP if last else PostPage.MPS, result)
+            retries = self.config.rtn_retries
+            while not self._send_page(page, session, ppm, result, may_resend=retries > 0):
+                retries -= 1
+                session = self._start_page(session, result)
         result.ok = True
 
     def _dial(self, dial_string: str, wanted: Params, result: SendResult) -> Params:
@@ -326,7 +333,11 @@ class Class2Driver:
             raise _CallEnded(Cause.PROTOCOL_ERROR, f"AT+FDT answered {response.final}")
         return result.session or session
 
-    def _send_page(self, page: bytes, session: Params, ppm: PostPage, result: SendResult) -> None:
+    def _send_page(
+        self, page: bytes, session: Params, ppm: PostPage, result: SendResult, *, may_resend: bool
+    ) -> bool:
+        """Send one page; True once confirmed, False when it was rejected (RTN) and may be
+        sent again (the next AT+FDT retrains first). Raises when the call ends."""
         result.phase = "C"
         try:
             data = page_data(page, session, reversed_order=self.config.bit_order_reversed)
@@ -360,6 +371,9 @@ class Class2Driver:
         if final == "NO CARRIER":
             raise _CallEnded(Cause.REMOTE_DISCONNECTED, "carrier lost after the page")
         ppr = status.ppr if status is not None else (Ppr.MCF if final == "OK" else Ppr.RTN)
+        if ppr is Ppr.RTN and may_resend:
+            self._log.info("class2 page rejected, resending", line=self.port.name)
+            return False
         if not ppr.page_good:
             self._abort()
             raise _CallEnded(Cause.PAGE_REJECTED, f"page rejected by the far end ({ppr.name})")
@@ -371,6 +385,7 @@ class Class2Driver:
             result.phase = "E"
             if not self._drain_hangup():
                 self._command("ATH")
+        return True
 
     def _await_page_end(self) -> None:
         """After DLE ETX (the +FET style) the modem says OK before taking AT+FET."""
