@@ -14,7 +14,12 @@ class RenderError(Exception):
 
     ``str(exc)`` is a specific reason a user can act on, e.g. "document 2: the PDF is
     encrypted" or "too many pages: 612 (limit 500)".
+
+    ``page`` is the 0-based fax page that failed, when one did (a document that cannot be
+    opened fails before any page).
     """
+
+    page: int | None = None
 
 
 class DocumentError(Exception):

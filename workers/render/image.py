@@ -134,9 +134,9 @@ class ImageSource:
 
     def pages(self) -> Iterator[Image.Image]:
         for index in range(self._count):
-            yield self._page(index)
+            yield self.page(index)
 
-    def _page(self, index: int) -> Image.Image:
+    def page(self, index: int) -> Image.Image:
         try:
             self._image.seek(index)
             if isinstance(self._image, JpegImagePlugin.JpegImageFile):

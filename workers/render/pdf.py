@@ -69,9 +69,9 @@ class PdfSource:
 
     def pages(self) -> Iterator[Image.Image]:
         for index in range(self._count):
-            yield self._render(index)
+            yield self.page(index)
 
-    def _render(self, index: int) -> Image.Image:
+    def page(self, index: int) -> Image.Image:
         try:
             page = self._pdf[index]
         except pdfium.PdfiumError as exc:

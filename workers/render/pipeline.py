@@ -7,8 +7,8 @@ rasterising the first two.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 from faxfleet.documents import DocumentType, UnsupportedDocument, detect_type
 from faxfleet.kinds import Resolution
@@ -22,7 +22,14 @@ from .source import PageSource
 from .text import TextSource
 from .tiff import FaxBitmap, StoredPage, encode_bitmap, transcode
 
-__all__ = ["Coding", "open_document", "render_documents", "transcode"]
+__all__ = [
+    "Coding",
+    "OpenedJob",
+    "open_document",
+    "open_documents",
+    "render_documents",
+    "transcode",
+]
 
 
 def open_document(data: bytes, resolution: Resolution) -> PageSource | FaxTiffSource:
@@ -54,20 +61,71 @@ def _encode_stored(
     )
 
 
-def render_documents(
+class OpenedJob:
+    """A fax's documents, opened and counted, ready to draw: all or a share of the pages.
+
+    Close it (or use :func:`open_documents` as a context manager) to release the readers.
+    """
+
+    def __init__(
+        self, sources: list[PageSource | FaxTiffSource], resolution: Resolution, coding: Coding
+    ) -> None:
+        self.sources = sources
+        self.resolution = resolution
+        self.coding = coding
+        self.total = sum(source.page_count for source in sources)
+
+    def render(self, share: tuple[int, int] = (0, 1)) -> list[bytes]:
+        """Pages ``n`` with ``n % share[1] == share[0]``, in order (all pages by default).
+
+        A page that fails raises :class:`RenderError` with ``page`` set to its 0-based
+        number, so shares rendered apart can still report the first failure in page order.
+        """
+        mine, of = share
+        pages: list[bytes] = []
+        first = 0
+        for number, source in enumerate(self.sources, start=1):
+            current = first
+            try:
+                if isinstance(source, FaxTiffSource):
+                    for stored in source.fax_pages():
+                        if current % of == mine:
+                            pages.append(
+                                _encode_stored(
+                                    stored, self.resolution, self.coding, current, self.total
+                                )
+                            )
+                        current += 1
+                else:
+                    for index in range(source.page_count):
+                        current = first + index
+                        if current % of == mine:
+                            pages.append(
+                                encode_bitmap(
+                                    FaxBitmap.from_image(source.page(index)),
+                                    self.resolution,
+                                    self.coding,
+                                    page_number=current,
+                                    page_count=self.total,
+                                )
+                            )
+            except DocumentError as exc:
+                failure = RenderError(f"document {number}: {exc}")
+                failure.page = current
+                raise failure from exc
+            first += source.page_count
+        return pages
+
+
+@contextmanager
+def open_documents(
     documents: Sequence[bytes],
     resolution: Resolution,
     *,
     coding: Coding = Coding.MMR,
     max_pages: int = 500,
-) -> list[bytes]:
-    """All documents, in order, as fax pages. Each element is ONE single-page TIFF file.
-
-    Pages are coded with ``coding`` (MMR unless the caller knows the line needs MH or MR;
-    :func:`transcode` changes it later) and numbered 0..N-1 of N in their PageNumber tag.
-
-    Raises :class:`RenderError` whose message names the document (1-based) and the reason.
-    """
+) -> Iterator[OpenedJob]:
+    """Open and count every document (the checks :func:`render_documents` makes first)."""
     resolution = Resolution(resolution)
     coding = Coding(coding)
     if max_pages < 1:
@@ -85,26 +143,25 @@ def render_documents(
             if source.page_count < 1:
                 raise RenderError(f"document {number}: produced no pages")
             sources.append(source)
-        total = sum(source.page_count for source in sources)
-        if total > max_pages:
-            raise RenderError(f"too many pages: {total} (limit {max_pages})")
-        pages: list[bytes] = []
-        for number, source in enumerate(sources, start=1):
-            try:
-                if isinstance(source, FaxTiffSource):
-                    for stored in source.fax_pages():
-                        pages.append(_encode_stored(stored, resolution, coding, len(pages), total))
-                    continue
-                for image in source.pages():
-                    pages.append(
-                        encode_bitmap(
-                            FaxBitmap.from_image(image),
-                            resolution,
-                            coding,
-                            page_number=len(pages),
-                            page_count=total,
-                        )
-                    )
-            except DocumentError as exc:
-                raise RenderError(f"document {number}: {exc}") from exc
-        return pages
+        job = OpenedJob(sources, resolution, coding)
+        if job.total > max_pages:
+            raise RenderError(f"too many pages: {job.total} (limit {max_pages})")
+        yield job
+
+
+def render_documents(
+    documents: Sequence[bytes],
+    resolution: Resolution,
+    *,
+    coding: Coding = Coding.MMR,
+    max_pages: int = 500,
+) -> list[bytes]:
+    """All documents, in order, as fax pages. Each element is ONE single-page TIFF file.
+
+    Pages are coded with ``coding`` (MMR unless the caller knows the line needs MH or MR;
+    :func:`transcode` changes it later) and numbered 0..N-1 of N in their PageNumber tag.
+
+    Raises :class:`RenderError` whose message names the document (1-based) and the reason.
+    """
+    with open_documents(documents, resolution, coding=coding, max_pages=max_pages) as job:
+        return job.render()

@@ -81,13 +81,16 @@ def render_sandboxed(
     max_pages: int = 500,
     timeout_s: float = 120,
     memory_mb: int = 1024,
+    processes: int | None = None,
     **kwargs: Any,
 ) -> list[bytes]:
     """:func:`render_documents` in a limited process; same result, same errors.
 
     ``timeout_s`` bounds the whole job (Office conversion included) in wall-clock time and
     the job's CPU time; ``memory_mb`` is the address space the job may grow by beyond the
-    loaded renderer. ``kwargs`` go to ``render_documents`` unchanged.
+    loaded renderer. A job of several pages is drawn by ``processes`` processes (default:
+    2 when the machine has two cores or more) within those same limits (see :mod:`.split`).
+    ``kwargs`` go to ``render_documents`` unchanged.
     """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
@@ -102,6 +105,7 @@ def render_sandboxed(
             {"max_pages": max_pages, **kwargs},
             timeout_s,
             memory_mb,
+            processes,
         ),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
@@ -449,16 +453,20 @@ def _job_main(job: bytes, answer: int) -> None:
 
     status = 1
     try:
-        from .pipeline import render_documents
+        from . import split
+        from .pipeline import open_documents
 
-        documents, resolution, kwargs, timeout_s, memory_mb = pickle.loads(job)
+        documents, resolution, kwargs, timeout_s, memory_mb, processes = pickle.loads(job)
         del job
+        if processes is None:
+            processes = min(2, split.cores())
         cpu = max(1, math.ceil(timeout_s))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))  # SIGXCPU, then SIGKILL
-        limit = _vm_size_bytes() + memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        base, growth = _vm_size_bytes(), memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (base + growth, base + growth))
         try:
-            pages = render_documents(documents, resolution, **kwargs)
+            with open_documents(documents, resolution, **kwargs) as opened:
+                pages = split.render(opened, processes, base, growth)
         except RenderError as exc:
             frame = [_FAILED + str(exc).encode("utf-8")]
         except MemoryError:

@@ -24,6 +24,11 @@ class PageSource(Protocol):
         """The fax pages in order: mode "1", 1728 wide, paper white (255)."""
         ...
 
+    def page(self, index: int) -> Image.Image:
+        """Fax page ``index`` (0-based) alone, as ``pages`` gives it: a job split over
+        several processes draws only the pages that are its share."""
+        ...
+
     def close(self) -> None:
         """Release whatever the reader holds (native PDF handles, image files)."""
         ...

@@ -118,19 +118,22 @@ class TextSource:
         return len(self._pages)
 
     def pages(self) -> Iterator[Image.Image]:
+        for index in range(len(self._pages)):
+            yield self.page(index)
+
+    def page(self, index: int) -> Image.Image:
         step = _line_height(self._font)
-        for lines in self._pages:
-            sheet = Image.new("L", _SHEET_SIZE, 255)
-            draw = ImageDraw.Draw(sheet)
-            for number, line in enumerate(lines):
-                if line:
-                    draw.text((_LEFT, _TOP + number * step), line, font=self._font, fill=0)
-            yield page_at_physical_size(
-                sheet,
-                FAX_WIDTH_PX / HORIZONTAL_DPI,
-                A4_HEIGHT_IN,
-                self._resolution,
-            )
+        sheet = Image.new("L", _SHEET_SIZE, 255)
+        draw = ImageDraw.Draw(sheet)
+        for number, line in enumerate(self._pages[index]):
+            if line:
+                draw.text((_LEFT, _TOP + number * step), line, font=self._font, fill=0)
+        return page_at_physical_size(
+            sheet,
+            FAX_WIDTH_PX / HORIZONTAL_DPI,
+            A4_HEIGHT_IN,
+            self._resolution,
+        )
 
     def close(self) -> None:
         """Nothing to release."""
