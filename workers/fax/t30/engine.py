@@ -33,9 +33,10 @@ Rules of the table:
    *before* the answer is sent. A command repeated because our answer was lost (we heard
    V.21 instead of page data) gets the same answer again; a command after page data we
    never heard gets RTN, so a sender can never count a page we do not have.
-6. DCN from the far end ends the call at once (``remote_disconnected``), except for a
-   receiver that has answered EOP, for which it is the normal end. Modem failures end
-   it at once (``modem_error``, ``modem_not_responding``).
+6. DCN from the far end, or the carrier lost mid-call, ends the call at once
+   (``remote_disconnected``), except for a receiver that has answered EOP, for which it
+   is the normal end. Modem failures end it at once (``modem_error``,
+   ``modem_not_responding``).
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ TABLE: dict[tuple[State | None, str], tuple[State, str | None]] = {
     (ANY, "MODEM_ERROR"): (S.DONE, "modem_error"),
     (ANY, "MODEM_GONE"): (S.DONE, "modem_gone"),
     (ANY, "DCN"): (S.DONE, "remote_dcn"),
+    (ANY, "LINE_LOST"): (S.DONE, "line_lost"),
     # -- sender, phase A/B ---------------------------------------------------------------------
     (S.CALLING, "CONNECTED"): (S.S_WAIT_DIS, None),
     (S.CALLING, "CALL_FAILED"): (S.DONE, "call_failed"),
@@ -353,7 +355,7 @@ class Engine:
         self._rr = 0
         self._line_cache: dict[tuple[int, Parameters], bytes] = {}
         # receiver page state
-        self._fresh: pagedata.ReceivedPage | None = None
+        self._fresh: bytes | None = None
         self._heard_v21 = False
         self._last_response: tuple[bytes, ...] = ()
         self._last_sent: tuple[bytes, ...] = ()
@@ -422,6 +424,8 @@ class Engine:
                 return "CALL_FAILED"
             case ModemFailed(status="not_responding"):
                 return "MODEM_GONE"
+            case ModemFailed(status="no_carrier"):
+                return "LINE_LOST"
             case ModemFailed() | ReceiveFailed(status="error"):
                 return "MODEM_ERROR"
             case Sent():
@@ -576,6 +580,12 @@ class Engine:
             return
         self._fail(Cause.REMOTE_DISCONNECTED, f"the far end sent DCN in phase {self._phase}")
 
+    def _do_line_lost(self, event: Event) -> None:
+        if self.role == "receiver" and self._answered_eop:
+            self._ok = True
+            return
+        self._fail(Cause.REMOTE_DISCONNECTED, f"the line dropped in phase {self._phase}")
+
     def _do_call_failed(self, event: Event) -> None:
         assert isinstance(event, CallResult)
         cause = _CALL_CAUSE.get(event.status, Cause.MODEM_ERROR)
@@ -720,7 +730,9 @@ class Engine:
             burst = ecm.decode_block(event.data)
             self._ecm_frames.update(burst.frames)
         else:
-            self._fresh = pagedata.decode(event.data, self.params.coding)
+            # Decoded when the post-page command arrives: the far end sends it 75 ms
+            # after the page, and the modem must be listening by then.
+            self._fresh = event.data
 
     def _respond(self, fcf: Fcf, route: str, fif: bytes = b"") -> None:
         self._last_response = (Frame(fcf, fif).encode(),)
@@ -734,9 +746,11 @@ class Engine:
         """A post-page command (non-ECM): answer from the page just received."""
         command = self._pending_command
         if self._fresh is not None:
-            verdict = pagedata.verdict(self._fresh)
+            assert self.params is not None
+            page = pagedata.decode(self._fresh, self.params.coding)
+            verdict = pagedata.verdict(page)
             if verdict is not Fcf.RTN:
-                self._store(self._fresh)
+                self._store(page)
             self._fresh = None
         elif self._last_response and (self._heard_v21 or self.state is not S.R_WAIT_PPM):
             # Our answer was lost and the command repeated: answer the same again.

@@ -71,7 +71,8 @@ class Sent:
 
 @dataclass(frozen=True)
 class ModemFailed:
-    """The modem misbehaved mid-call: "error" (an ERROR result) or "not_responding"."""
+    """A send failed mid-call: "error" (an ERROR result), "not_responding" (the modem
+    stopped answering) or "no_carrier" (the line dropped)."""
 
     status: str
 
