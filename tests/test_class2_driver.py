@@ -11,6 +11,7 @@ import argparse
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -300,6 +301,24 @@ def test_driver_reports_session_and_capabilities(emulator: Class2Emulator) -> No
     assert result.session is not None and result.session.bit_rate == 14400
     assert [s.ppr.name for s in result.page_statuses] == ["MCF"]
     assert result.hangup is not None and result.hangup.normal
+
+
+def test_flow_control_through_the_at_layer() -> None:
+    """At a slow line the modem holds the driver off with XOFF and the page still arrives
+    intact, taking the line time it should."""
+    with Class2Emulator({"100": FarEnd(capabilities=Params(br=0, ln=2))}, scale=10.0) as modem:
+        modem.buffer_bytes = 256
+        started = time.monotonic()
+        report = line(modem).send(call("100"), PAGES[:1], Hooks())
+        elapsed = time.monotonic() - started
+    assert report.ok, report
+    assert modem.xoffs > 0
+    (received,) = modem.calls
+    assert received.session is not None and received.session.bit_rate == 2400
+    (original,) = list(read_pages(PAGES[0]))
+    assert decoded(received.pages[0], PAGES[0], received.session.coding) == original.bitmap.bits
+    page_seconds = len(received.pages[0]) * 8 / 2400 / 10
+    assert elapsed >= page_seconds
 
 
 def test_modem_without_optional_commands() -> None:

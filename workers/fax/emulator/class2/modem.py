@@ -128,6 +128,8 @@ class Class2Emulator:
         self.calls: list[CallRecord] = []
         self.commands: list[str] = []
         """Every command line received, in order (for tests and traces)."""
+        self.xoffs = 0
+        """How often the modem held the host off (XOFF) because the line was behind."""
         self._master = -1
         self._slave = -1
         self._path = ""
@@ -489,6 +491,7 @@ class Class2Emulator:
         backlog = (self._line_free_at - now) * rate
         if backlog > self.buffer_bytes and self._settings["+FLO"] == "1":
             self._write(XOFF)
+            self.xoffs += 1
             self._stopping.wait(max(0.0, self._line_free_at - now - self.buffer_bytes / 2 / rate))
             self._write(XON)
 
