@@ -417,6 +417,9 @@ class EmulatedModem:
             s = s[1:]
         number = re.sub(r"[^0-9*#]", "", s)
         faults = self.switch.faults_for(number)
+        if self.call is not None and not self.call.down:
+            return self._result("ERROR")
+        self._hangup()
         if self.fclass not in ("1", "1.0"):
             return self._result("NO CARRIER")
         if faults.silent is not None:
@@ -715,6 +718,8 @@ class EmulatedModem:
                 continue
             now = self.clock.now()
             idle_deadline = now + HOST_IDLE
+            backlog = max(0.0, tx.line_free - now) / byte_time
+            forced = forced_until is not None and now < forced_until
             payload = unstuffer.feed(self._take())
             if forced:
                 room = max(0, FORCED_XOFF_SLACK - forced_taken)
@@ -732,10 +737,14 @@ class EmulatedModem:
                     tx.items.append(Item(begin, begin + len(payload) * byte_time, payload))
                     tx.line_free = begin + len(payload) * byte_time
                 if drop:
-                    call.state = "down"
-                    tx.end = now
+                    tx.end = max(tx.line_free, now)
                 self.cond.notify_all()
             if drop:
+                # What was on the line before the loss still reaches the far end.
+                self._pause(tx.end - self.clock.now(), abortable=False)  # type: ignore[operator]
+                with self.cond:
+                    call.state = "down"
+                    self.cond.notify_all()
                 self._result("NO CARRIER")
                 return self._swallow(unstuffer)
             slow = call.faults.slow_xoff

@@ -315,19 +315,29 @@ class AtPort:
                 else:
                     self._buf.append(b)
 
+    def _in_flight(self) -> int:
+        """Bytes written but not yet taken by the other end (0 where nobody can tell)."""
+        try:
+            return int(self._ser.out_waiting)
+        except (AttributeError, NotImplementedError, OSError):
+            return 0
+
     def send_stream(
         self,
         data: bytes,
         *,
         chunk: int = 128,
+        max_in_flight: int = 1024,
         xoff_timeout: float = 30.0,
         abort_on: Collection[bytes] = (b"NO CARRIER", b"ERROR"),
     ) -> bool:
         """Write ``data`` (already DLE-stuffed) honouring the modem's XON/XOFF.
 
-        Returns False, having stopped early, when the modem reports one of ``abort_on``
-        (the call dropped while we were sending); raises :class:`AtTimeout` when the modem
-        holds XOFF for longer than ``xoff_timeout``.
+        No more than ``max_in_flight`` bytes are left in the driver's output queue, so an
+        XOFF takes effect within that many bytes even where the line has no baud rate to
+        slow the writer down (a pty). Returns False, having stopped early, when the modem
+        reports one of ``abort_on`` (the call dropped while we were sending); raises
+        :class:`AtTimeout` when the modem holds XOFF for longer than ``xoff_timeout``.
         """
         if self.flow != "xonxoff":
             self._ser.write(data)
@@ -351,8 +361,12 @@ class AtPort:
                         if any(code in self._buf for code in abort_on):
                             return False
                     self._log.debug("xon after xoff", line=self.name, held=time.monotonic() - held)
+                if self._in_flight() > max_in_flight:
+                    time.sleep(0.001)
+                    continue
                 self._ser.write(data[pos : pos + chunk])
                 pos += chunk
+                time.sleep(0)  # let a modem in this process (an emulator) keep up
             self._ser.flush()
             self._poll_flow()
             return True

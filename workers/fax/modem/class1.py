@@ -492,8 +492,15 @@ class Class1Modem:
         return None
 
     def send_silence(self, ms: int) -> CallStatus:
-        """Keep the line silent for ``ms`` (AT+FTS, in units of 10 ms)."""
-        return self._timed(f"AT+FTS={max(0, round(ms / 10))}", ms)
+        """Keep the line silent for ``ms`` (AT+FTS, in units of 10 ms, at most 2.55 s
+        per command: longer silences take several)."""
+        tens = max(0, round(ms / 10))
+        while True:
+            step = min(tens, 255)
+            status = self._timed(f"AT+FTS={step}", step * 10)
+            tens -= step
+            if status is not CallStatus.OK or tens <= 0:
+                return status
 
     def wait_silence(self, ms: int) -> CallStatus:
         """Wait until the far end has been silent for ``ms`` (AT+FRS, units of 10 ms)."""
