@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NoReturn
 
 from faxfleet.log import get_logger
 from faxfleet.messages import Cause
@@ -46,6 +46,7 @@ from workers.fax.class2.codes import (
 )
 from workers.fax.class2.pages import page_data, page_resolution
 from workers.fax.modem.at import AtPort, AtResponse, AtTimeout, ModemNotResponding
+from workers.lines.base import CallHooks
 from workers.render.tiff import TiffError
 
 DLE = b"\x10"
@@ -67,16 +68,11 @@ _LINE_ENDS = ("OK", "ERROR", "NO CARRIER")
 
 _OPTIONAL_SETUP = frozenset({"AT+FIE=0", "AT+FPP=0"})
 
+_FLOW_CONTROL = {"none": 0, "xonxoff": 1, "rtscts": 2}
+"""AT+FLO values for the serial line's flow control."""
+
 
 SENDER_CAPABILITIES = Params(vr=1, br=5, wd=0, ln=2, df=1, ec=0, bf=0, st=0)
-
-
-class Hooks(Protocol):
-    def connected(self, remote_id: str | None) -> None: ...
-
-    def page_started(self, page: int) -> None: ...
-
-    def should_stop(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -155,7 +151,7 @@ class Class2Driver:
         if not response.ok:
             raise _CallEnded(Cause.MODEM_ERROR, f"{cmd} answered {response.final}")
 
-    def _ended_by(self, final: str) -> None:
+    def _ended_by(self, final: str) -> NoReturn:
         """Raise for a +FHS line: the modem hung up; its trailing result is read first."""
         report = parse_report(final)
         code = report.hangup if isinstance(report, HangupReport) else hangup(0x50)
@@ -182,7 +178,7 @@ class Class2Driver:
         commands = [
             "ATE0V1Q0",
             "AT+FCLASS=2.0",
-            "AT+FLO=1" if self.port.flow == "xonxoff" else "AT+FLO=2",
+            f"AT+FLO={_FLOW_CONTROL[self.port.flow]}",
             f"AT+FBO={1 if c.bit_order_reversed else 0}",
             "AT+FNR=1,1,1,0",
             "AT+FIE=0",
@@ -206,7 +202,7 @@ class Class2Driver:
         self,
         dial_string: str,
         pages: Sequence[bytes],
-        hooks: Hooks,
+        hooks: CallHooks,
         *,
         local_id: str | None = None,
         first_page: int = 1,
@@ -256,7 +252,7 @@ class Class2Driver:
         self,
         dial_string: str,
         pages: Sequence[bytes],
-        hooks: Hooks,
+        hooks: CallHooks,
         local_id: str | None,
         first_page: int,
         result: SendResult,
