@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     routing_patience_seconds: float = 900.0
     """Longest a fax waits for a cheaper site while another site could start it sooner
     (scaled by ``time_scale``); raise it to favour cost over idle lines."""
+    routing_band_wait_seconds: float | None = None
+    """Longest a fax is held back for a cheaper tariff band (evening, night, weekend
+    rates), scaled by ``time_scale``; unset: as long as its priority's promise allows.
+    Set 0 to send every fax as soon as a line is free."""
     routing_refresh_seconds: float = 30.0
     """How often a router reloads site configuration and cost tables even without a
     configuration change (it reloads at once on one)."""

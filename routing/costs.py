@@ -108,6 +108,8 @@ JSON_FORMAT = "faxfleet.cost-table/1"
 
 DAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAYS: frozenset[int] = frozenset(range(7))
+_MEMO_LIMIT = 65536
+"""Entries a table remembers per kind of answer before starting afresh."""
 DAY_MINUTES = 24 * 60
 MAX_PLACES = 6
 
@@ -684,18 +686,48 @@ class CostTable:
         object.__setattr__(self, "_zone", ZoneInfo(self.timezone))
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_lengths", tuple(lengths))
+        # Placement asks about the same waiting numbers on every pass: remember answers.
+        object.__setattr__(self, "_matches", {})
+        object.__setattr__(self, "_floors", {})
 
-    def _prefixes(self, e164: str) -> Iterator[str]:
+    def _prefixes(self, e164: str) -> tuple[str, ...]:
         """The table's prefixes matching ``e164``, longest first, "*" last."""
+        found = self._matches.get(e164)
+        if found is not None:
+            return found
         match = _E164.fullmatch(e164) if isinstance(e164, str) else None
         if match is None:
             raise ValueError(f"{e164!r} is not an E.164 number ('+' then up to 15 digits)")
         digits = match[1]
-        for length in self._lengths:
-            if length <= len(digits) and digits[:length] in self._index:
-                yield digits[:length]
-        if "*" in self._index:
-            yield "*"
+        found = tuple(
+            digits[:length]
+            for length in self._lengths
+            if length <= len(digits) and digits[:length] in self._index
+        ) + (("*",) if "*" in self._index else ())
+        if len(self._matches) >= _MEMO_LIMIT:
+            self._matches.clear()
+        self._matches[e164] = found
+        return found
+
+    def floor_cost(self, e164: str, seconds: float) -> Decimal | None:
+        """The least a call of ``seconds`` to ``e164`` can cost here, whatever the band
+        (None: not dialable). Placement skips looking for a cheaper band at a site whose
+        floor is no better than what the fax can already have."""
+        prefixes = self._prefixes(e164)
+        key = (prefixes, seconds)
+        if key in self._floors:
+            return self._floors[key]
+        costs = [
+            tariff.cost(seconds)
+            for prefix in prefixes
+            for rows in self._index[prefix]
+            for tariff in rows
+        ]
+        floor = min(costs) if costs else None
+        if len(self._floors) >= _MEMO_LIMIT:
+            self._floors.clear()
+        self._floors[key] = floor
+        return floor
 
     def _local(self, at: datetime) -> tuple[int, int]:
         if not isinstance(at, datetime) or at.utcoffset() is None:
@@ -728,7 +760,7 @@ class CostTable:
 
     def can_dial(self, e164: str) -> bool:
         """Whether any row's prefix matches ``e164``, at whatever time."""
-        return next(self._prefixes(e164), None) is not None
+        return bool(self._prefixes(e164))
 
     def band_starts(self, e164: str, after: datetime, until: datetime) -> list[datetime]:
         """Moments in (``after``, ``until``] when the tariff for ``e164`` may change: the
@@ -739,7 +771,7 @@ class CostTable:
         """
         if until <= after:
             return []
-        prefixes = list(self._prefixes(e164))
+        prefixes = self._prefixes(e164)
         start_local = after.astimezone(self._zone)
         end_local = until.astimezone(self._zone)
         found: set[datetime] = set()

@@ -23,7 +23,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +63,27 @@ return 1
 """
 
 
+@dataclass(frozen=True)
+class Held:
+    """What placement needs of a fax a site holds (read on every pass for every line in
+    use, so parsed straight from the stored record rather than validated as a model)."""
+
+    number: str
+    pages: int
+    first_page: int
+    routed_at: datetime
+
+    @classmethod
+    def from_record(cls, raw: bytes | str) -> Held:
+        order = json.loads(raw)["order"]
+        return cls(
+            order["number"],
+            int(order["pages"]),
+            int(order.get("first_page", 1)),
+            datetime.fromisoformat(order["routed_at"]),
+        )
+
+
 def placed_key(attempt_id: str) -> str:
     """Which site an attempt was handed to (so a repeated routing order is ignored)."""
     return f"ff:rt:placed:{attempt_id}"
@@ -78,6 +98,7 @@ def knobs_from(s: Settings) -> Knobs:
         min_success=s.routing_min_success,
         max_calls_per_number=s.routing_max_calls_per_number,
         patience_seconds=s.routing_patience_seconds,
+        band_wait_seconds=s.routing_band_wait_seconds,
         cost_tolerance=s.routing_cost_tolerance,
         time_scale=s.time_scale,
     )
@@ -153,21 +174,9 @@ class Dispatcher:
         except redis.RedisError as exc:
             self.rt.log.warning("keeping last good site configuration", error=str(exc))
 
-    def calls_in_progress(self, sites: Iterable[str]) -> Counter[str]:
-        """Destination numbers of the faxes handed to ``sites`` and not yet ended (the
-        live sites: what dead ones held goes back to the waiting set in the same pass)."""
-        numbers: Counter[str] = Counter()
-        with self.r.pipeline(transaction=False) as pipe:
-            for site in sites:
-                pipe.hvals(keys.site_inflight(site))
-            for records in pipe.execute():
-                for raw in records:
-                    numbers[json.loads(raw)["order"]["number"]] += 1
-        return numbers
-
-    def _live(self) -> dict[str, tuple[SiteStatus, int]]:
-        """Sites publishing their state, each with the number of faxes it holds; two
-        round trips whatever the fleet's size."""
+    def _live(self) -> dict[str, tuple[SiteStatus, list[Held]]]:
+        """Sites publishing their state, each with the faxes handed to it and not yet
+        ended; two round trips whatever the fleet's size."""
         status_keys = list(self.r.scan_iter(match=keys.SITE_STATUS_PATTERN, count=1000))
         statuses = (
             [SiteStatus.model_validate_json(raw) for raw in self.r.mget(status_keys) if raw]
@@ -176,25 +185,46 @@ class Dispatcher:
         )
         with self.r.pipeline(transaction=False) as pipe:
             for status in statuses:
-                pipe.hlen(keys.site_inflight(status.name))
+                pipe.hvals(keys.site_inflight(status.name))
             held = pipe.execute()
-        return {status.name: (status, int(n)) for status, n in zip(statuses, held, strict=True)}
+        return {
+            status.name: (status, [Held.from_record(record) for record in raw])
+            for status, raw in zip(statuses, held, strict=True)
+        }
 
-    def site_states(self, live: dict[str, tuple[SiteStatus, int]]) -> dict[str, SiteState]:
+    @staticmethod
+    def calls_in_progress(live: dict[str, tuple[SiteStatus, list[Held]]]) -> Counter[str]:
+        """Destination numbers of the faxes held by live sites (what dead ones held goes
+        back to the waiting set in the same pass)."""
+        return Counter(order.number for _, held in live.values() for order in held)
+
+    def site_states(self, live: dict[str, tuple[SiteStatus, list[Held]]]) -> dict[str, SiteState]:
         states = {}
-        for name, (status, busy) in live.items():
+        at = now()
+        for name, (status, held) in live.items():
             config = self.cache.configs.get(name)
             states[name] = SiteState(
                 name=name,
                 group=group_of(name, self.cache.configs),
                 lines_up=status.lines_up,
-                busy=busy,
+                busy=len(held),
                 costs=self.cache.costs.get(name) if config else None,
                 seconds_per_page=status.seconds_per_page,
                 mean_call_seconds=status.mean_call_seconds,
                 success=status.success,
+                busy_until=tuple(self._expected_end(order, status, at) for order in held),
             )
         return states
+
+    def _expected_end(self, order: Held, status: SiteStatus, at: datetime) -> float:
+        """Seconds from ``at`` until the call for ``order`` should be over: its pages at
+        the site's measured speed (or the knob) after the call set-up, from when it was
+        handed out; an overdue call is expected to end any moment."""
+        scale = self.knobs.time_scale
+        per_page = status.seconds_per_page or self.knobs.seconds_per_page * scale
+        pages = max(1, order.pages - order.first_page + 1)
+        length = pages * per_page + self.knobs.call_setup_seconds * scale
+        return max(0.0, length - (at - order.routed_at).total_seconds())
 
     def waiting(self, limit: int = 5000) -> list[tuple[WaitingFax, RouteOrder]]:
         ids = self.r.zrange(WAITING, 0, limit - 1)

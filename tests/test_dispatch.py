@@ -221,3 +221,22 @@ def test_a_number_gets_one_call_at_a_time_fleet_wide(
     first = next(o for o in sent if o["number"] == "+33142685300")
     r.hdel(keys.site_inflight(first["site"]), f"{first['job_id']}:0:1")  # that call ends
     assert d.step() == 1
+
+
+def test_placement_sees_when_each_held_call_should_end(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """The dispatcher tells the policy when each busy line should free: the held call's
+    remaining pages at the site's measured speed, counted from when it was handed out."""
+    publish(r, "paris", lines=2)
+    d = Dispatcher(make_runtime(redis_server.url))
+    enqueue(r, order(1).model_copy(update={"pages": 3}))
+    enqueue(r, order(2).model_copy(update={"pages": 5, "first_page": 4}))
+    assert d.step() == 2
+    states = d.site_states(d._live())
+    # 3 pages and pages 4-5 of 5, at 40 s a page after 25 s of set-up (the knobs)
+    ends = sorted(states["paris"].busy_until)
+    assert states["paris"].busy == 2
+    assert 104 < ends[0] <= 105
+    assert 144 < ends[1] <= 145
+    assert d.calls_in_progress(d._live()) == Counter({order(1).number: 1, order(2).number: 1})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -315,15 +316,40 @@ def test_a_fax_with_time_to_spare_waits_for_the_evening_rate() -> None:
     decisions = {d.key: d for d in plan([bulk, urgent], by_name, at, KNOBS, groups(by_name))}
     assert decisions["now"].action == Action.DISPATCH
     assert decisions["bulk"].action == Action.WAIT and decisions["bulk"].site == "paris"
-    assert "cheaper band" in decisions["bulk"].reason
+    assert "cheaper band" in decisions["bulk"].reason and decisions["bulk"].deferred
     assert decisions["bulk"].expected_wait == 600
     # ten minutes later the evening rate is in force and it goes
     later = plan([bulk], by_name, at + timedelta(minutes=10), KNOBS, groups(by_name))[0]
     assert later.action == Action.DISPATCH and later.cost is not None
     assert later.cost < decisions["now"].cost
-    # with no patience left it would not wait
+    # holding for a band is limited by band_wait_seconds, not by the patience (which is
+    # about waiting for a busy site while another has a free line)
     impatient = Knobs(patience_seconds=300)
-    assert plan([bulk], by_name, at, impatient, groups(by_name))[0].action == Action.DISPATCH
+    assert plan([bulk], by_name, at, impatient, groups(by_name))[0].deferred
+    brief = Knobs(band_wait_seconds=300)
+    assert plan([bulk], by_name, at, brief, groups(by_name))[0].action == Action.DISPATCH
+
+
+def test_a_bulk_fax_is_held_for_the_night_rate_within_its_promise() -> None:
+    """At 14:00 in Paris a priority-0 fax (promised within a day) is held five hours for
+    the 19:00 rate; a priority-4 fax (promised within an hour) cannot be and goes now."""
+    at = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)  # 14:00 in Paris
+    tables = table(
+        "paris",
+        "Europe/Paris",
+        [
+            "33,0.10,0,60,60,EUR,mon-fri,08:00,19:00,day",
+            "33,0.02,0,60,60,EUR,mon-fri,19:00,24:00,evening",
+            "33,0.02,0,60,60,EUR,mon-fri,00:00,08:00,night",
+            '33,0.02,0,60,60,EUR,"sat,sun",,,weekend',
+        ],
+    )
+    by_name = {"paris": site("paris", costs=tables)}
+    bulk, soon = fax("bulk", "+33142685300", priority=0), fax("soon", "+33142685301", priority=4)
+    decisions = {d.key: d for d in plan([bulk, soon], by_name, at, KNOBS, groups(by_name))}
+    assert decisions["soon"].action == Action.DISPATCH and not decisions["soon"].deferred
+    assert decisions["bulk"].action == Action.WAIT and decisions["bulk"].deferred
+    assert decisions["bulk"].expected_wait == 5 * 3600
 
 
 def test_one_call_per_destination_number_at_a_time() -> None:
@@ -375,3 +401,66 @@ def test_two_faxes_starting_now_exchange_lines_when_cheaper_overall() -> None:
     assert decisions["fr"].site == "london" and decisions["uk"].site == "paris"
     assert all(d.action == Action.DISPATCH for d in decisions.values())
     assert "exchanged" in decisions["fr"].reason
+
+
+def test_expected_start_follows_each_lines_timeline() -> None:
+    """Busy lines free when their calls are expected to end, and faxes queued in one pass
+    take the earliest line one after the other, each for its own call time. (New York has
+    a free line, so the pass costs every fax, but is far dearer for +33.)"""
+    paris = dataclasses.replace(site("paris", lines=1, busy=1, costs=PARIS), busy_until=(100.0,))
+    faxes = [fax(f"f{i}", f"+3314268530{i}", pages=2, priority=5 - i) for i in range(3)]
+    got = decide(faxes, [paris, site("newyork", lines=1, costs=NEWYORK)])
+    # 2 pages x 40 s + 25 s set-up = 105 s per call, after the busy line frees at 100 s
+    assert [got[f"f{i}"].expected_wait for i in range(3)] == [100.0, 205.0, 310.0]
+    assert all(d.action == Action.WAIT and d.site == "paris" for d in got.values())
+
+
+def test_a_fax_waits_for_the_cheap_line_that_frees_soon_not_the_one_that_does_not() -> None:
+    """Paris is cheapest for +33; its only line frees in 60 s: worth waiting for. When it
+    frees only in 1,200 s (beyond the 900 s patience), the fax takes New York's free line."""
+    newyork = site("newyork", lines=1, costs=NEWYORK)
+    soon = dataclasses.replace(site("paris", lines=1, busy=1, costs=PARIS), busy_until=(60.0,))
+    late = dataclasses.replace(soon, busy_until=(1200.0,))
+    one = fax("f", "+33142685300", priority=3)
+    waited = decide([one], [soon, newyork])["f"]
+    assert (waited.action, waited.site, waited.expected_wait) == (Action.WAIT, "paris", 60.0)
+    went = decide([one], [late, newyork])["f"]
+    assert (went.action, went.site) == (Action.DISPATCH, "newyork")
+
+
+def test_busy_lines_without_an_estimate_free_evenly_over_a_mean_call() -> None:
+    paris = dataclasses.replace(
+        site("paris", lines=2, busy=2, costs=PARIS), mean_call_seconds=200.0
+    )
+    newyork = site("newyork", lines=1, costs=NEWYORK)
+    got = decide([fax("a", "+33142685300"), fax("b", "+33142685301")], [paris, newyork])
+    assert sorted(d.expected_wait for d in got.values()) == [100.0, 200.0]
+
+
+def test_two_waiting_faxes_exchange_places_when_that_costs_less() -> None:
+    """A (+44) is placed first and takes Frankfurt's line, due in 225 s, which B (+49)
+    needed far more; Paris's line is due in 105 s. Both must start within 300 s
+    (priority 7), so after A, B's only option is Paris. Exchanging places saves money and
+    both still start in time."""
+    frankfurt = table(
+        "frankfurt", "Europe/Berlin", ["44,0.17,0,60,60,EUR,*,,,UK", "49,0.03,0,60,60,EUR,*,,,DE"]
+    )
+    paris = table(
+        "paris", "Europe/Paris", ["44,0.22,0,60,60,EUR,*,,,UK", "49,0.13,0,60,60,EUR,*,,,DE"]
+    )
+    sites = [
+        dataclasses.replace(
+            site("frankfurt", lines=1, busy=1, costs=frankfurt), busy_until=(225.0,)
+        ),
+        dataclasses.replace(site("paris", lines=1, busy=1, costs=paris), busy_until=(105.0,)),
+        site("newyork", lines=1, costs=NEWYORK),  # free, but dials neither number
+    ]
+    # 3 pages: 145 s a call, so only one of them fits on Frankfurt's line before 300 s
+    a = fax("a", "+442079460000", priority=7, pages=3)
+    b = fax("b", "+4930901820", priority=7, pages=3)
+    got = decide([a, b], sites)
+    assert (got["a"].site, got["a"].expected_wait) == ("paris", 105.0)
+    assert (got["b"].site, got["b"].expected_wait) == ("frankfurt", 225.0)
+    assert "exchanged" in got["a"].reason and "exchanged" in got["b"].reason
+    # 3 minutes each: A at Paris 0.66 + B at Frankfurt 0.09, instead of 0.51 + 0.39
+    assert (got["a"].cost, got["b"].cost) == (Decimal("0.66"), Decimal("0.09"))
