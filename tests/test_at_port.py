@@ -161,11 +161,11 @@ def test_xoff_is_honoured_while_sending_data(pair: EmulatorPair, flow: str) -> N
         if flow == "xonxoff":
             assert took >= 0.9
             assert pair.a.overruns == 0, pair.a.overruns
-            assert result.status == "ok" and result.data == page  # type: ignore[attr-defined]
+            assert result.status == "ok" and result.data[: len(page)] == page  # type: ignore[attr-defined]
         else:
             # The same send without flow control loses data at the modem.
             assert pair.a.overruns > 0
-            assert result.data != page  # type: ignore[attr-defined]
+            assert result.data[: len(page)] != page  # type: ignore[attr-defined]
     finally:
         a.close()
         b.close()

@@ -43,6 +43,7 @@ from workers.fax.emulator.line import (
     Transmission,
 )
 from workers.fax.modem.dle import END, Unstuffer, stuff
+from workers.fax.modem.fcs import fcs16
 
 XON = b"\x11"
 XOFF = b"\x13"
@@ -69,6 +70,12 @@ FLOW_CAPACITY = FLOW_HIGH + 16384
 pty has no baud rate: a host may have written a lot before it reads the XOFF."""
 FORCED_XOFF_SLACK = 16384
 SLOW_XOFF_AFTER = 1024
+ANSWER_CONNECT = 0.7
+"""Line seconds of flags already sent when the answering modem reports CONNECT (iaxmodem
+answers CONNECT late: the caller's CONNECT comes first)."""
+CARRIER_TAIL = b"\xff" * 20 + bytes.fromhex("af3bc2895494e5c275bf") + b"\xee" * 20
+"""What a demodulator makes of the end of a carrier: iaxmodem hands over such bytes after
+the last data byte of every high-speed reception."""
 HOST_IDLE = 5.0
 """Wall seconds a transmitting modem waits for more from the host before giving up."""
 
@@ -83,8 +90,21 @@ class EmulatedModem:
     MODEL = "Class 1 emulator"
     REVISION = "1.0"
 
-    def __init__(self, name: str, number: str, switch: Switch, *, tcp_port: int | None = None):
+    def __init__(
+        self,
+        name: str,
+        number: str,
+        switch: Switch,
+        *,
+        tcp_port: int | None = None,
+        fcs_to_host: bool = True,
+        carrier_tail: bool = True,
+    ):
         self.name = name
+        self.fcs_to_host = fcs_to_host
+        """Pass each received frame's FCS to the host after the frame, as T.31 modems do."""
+        self.carrier_tail = carrier_tail
+        """End each high-speed reception with the junk a real demodulator produces."""
         self.number = number
         self.switch = switch
         self.clock = switch.clock
@@ -383,8 +403,8 @@ class EmulatedModem:
                 return None
         elif value not in TRAINING:
             return None
-        if self.call is None:
-            return None
+        if self.call is None or self.call.down:
+            return None  # no call, or the far end hung up meanwhile: ERROR, as on iaxmodem
         if name == "FTH":
             return lambda: self._tx_hdlc(first=False)
         if name == "FRH":
@@ -527,6 +547,10 @@ class EmulatedModem:
         call = self.call
         if call is None or not self._open_transmission(tx):
             return self._result("NO CARRIER")
+        if first:
+            wait = start + self.clock.wall(ANSWER_CONNECT) - self.clock.now()
+            if self._pause(wait, abortable=False) != "done":
+                return self._result("NO CARRIER")
         self._result("CONNECT")
         unstuffer = Unstuffer()
         frame = bytearray()
@@ -641,8 +665,11 @@ class EmulatedModem:
             assert found is not None
             _, item = found
             payload = item.payload
+            check = fcs16(payload)
             if not item.good:
                 payload = payload[:-1] + bytes((payload[-1] ^ 0x01,))
+            if self.fcs_to_host:
+                payload += check
             if not connect_sent:
                 self._result("CONNECT")
             self._write(stuff(payload) + END)
@@ -859,7 +886,7 @@ class EmulatedModem:
                 self._write(END)
                 return self._result("OK")
             if ended or (down and sent == len(tx.items)) or (down and not chunks):
-                self._write(END)
+                self._write((stuff(CARRIER_TAIL) if self.carrier_tail else b"") + END)
                 return self._result("NO CARRIER")
 
     # -- silence ---------------------------------------------------------------------

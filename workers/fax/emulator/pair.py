@@ -28,10 +28,14 @@ class EmulatorPair:
         tcp_ports: Sequence[int] = (0, 0),
         tolerance: float = 0.3,
         min_tolerance: float = 0.15,
+        fcs_to_host: bool = True,
+        carrier_tail: bool = True,
     ) -> None:
         """``time_scale`` divides every line time (50 runs a call 50 times faster than
         real time). ``tolerance`` (line seconds, never less than ``min_tolerance`` wall
-        seconds) is how late a receiver may start listening and still catch a carrier."""
+        seconds) is how late a receiver may start listening and still catch a carrier.
+        ``fcs_to_host`` and ``carrier_tail`` behave as iaxmodem does: each received frame
+        is followed by its FCS, each high-speed reception ends with some junk."""
         if len(numbers) != 2:
             raise ValueError("an emulator pair has exactly two numbers")
         parsed = parse_faults(faults) if isinstance(faults, str) else dict(faults or {})
@@ -40,6 +44,7 @@ class EmulatorPair:
         self._tcp = tcp
         self._tcp_ports = tuple(tcp_ports)
         self.modems: tuple[EmulatedModem, ...] = ()
+        self._options = {"fcs_to_host": fcs_to_host, "carrier_tail": carrier_tail}
 
     @property
     def a(self) -> EmulatedModem:
@@ -62,7 +67,9 @@ class EmulatorPair:
         modems = []
         for i, number in enumerate(self.numbers):
             port = self._tcp_ports[i] if self._tcp else None
-            modem = EmulatedModem(chr(ord("A") + i), number, self.switch, tcp_port=port)
+            modem = EmulatedModem(
+                chr(ord("A") + i), number, self.switch, tcp_port=port, **self._options
+            )
             self.switch.modems[number] = modem
             modems.append(modem)
         self.modems = tuple(modems)

@@ -25,6 +25,7 @@ from typing import Literal
 from faxfleet.log import get_logger
 from workers.fax.modem.at import AtPort, AtResponse, AtTimeout, ModemNotResponding
 from workers.fax.modem.dle import END, Unstuffer, stuff
+from workers.fax.modem.fcs import has_fcs
 
 HDLC_FINAL = 0x10
 """The bit in the control byte (0x13 rather than 0x03) that marks a transmission's last
@@ -172,6 +173,9 @@ class Class1Modem:
         self.port = port
         self.fax_class = fax_class
         self._mode: Literal["command", "rx_hdlc", "tx_hdlc"] = "command"
+        self.fcs_included: bool | None = None
+        """Whether this modem passes each received frame's FCS on (T.31 modems such as
+        iaxmodem do); learnt from the first good frame."""
         self._log = get_logger("faxfleet.modem")
 
     # -- setup -----------------------------------------------------------------------
@@ -396,12 +400,22 @@ class Class1Modem:
         except AtTimeout:
             return HdlcResult("timeout", bytes(frame))
         if resp.is_("OK"):
-            return HdlcResult("ok", bytes(frame))
+            if self.fcs_included is None:
+                self.fcs_included = has_fcs(bytes(frame))
+            return HdlcResult("ok", self._without_fcs(bytes(frame)))
         if resp.is_("ERROR"):
-            return HdlcResult("bad_fcs", bytes(frame))
+            return HdlcResult("bad_fcs", self._without_fcs(bytes(frame)))
         if resp.is_("NO CARRIER"):
             return HdlcResult("no_carrier", bytes(frame) or None)
         return HdlcResult("error", bytes(frame))
+
+    def _without_fcs(self, frame: bytes) -> bytes:
+        """The frame without the FCS the modem may have passed on. Before the first good
+        frame has shown which kind of modem this is, a damaged frame is assumed to carry
+        it, as T.31 says it should."""
+        if self.fcs_included is False or len(frame) < 5:
+            return frame
+        return frame[:-2]
 
     # -- page data and silence -------------------------------------------------------
 
