@@ -73,8 +73,9 @@ def test_actions_need_a_call(raw: serial.Serial) -> None:
     assert exchange(raw, b"AT+FTH=3\r") == b"\r\nERROR\r\n"
     assert exchange(raw, b"AT+FRM=96\r") == b"\r\nERROR\r\n"
     assert exchange(raw, b"AT+FTM=95\r") == b"\r\nERROR\r\n"
-    assert exchange(raw, b"ATA\r") == b"\r\nNO CARRIER\r\n"  # nothing rings
-    assert exchange(raw, b"AT+FTS=1\r") == b"\r\nOK\r\n"
+    assert exchange(raw, b"ATA\r") == b"\r\nERROR\r\n"  # nothing rings
+    assert exchange(raw, b"AT+FTS=1\r") == b"\r\nERROR\r\n"
+    assert exchange(raw, b"AT+FRS=1\r") == b"\r\nERROR\r\n"
 
 
 def test_data_class_cannot_dial_a_fax(raw: serial.Serial) -> None:

@@ -26,7 +26,8 @@ FLAG_PREAMBLE = 1.0
 ANSWER_TONE = 2.675
 """CED (2.6 s) and the 75 ms pause before the answerer's first flags."""
 DIAL_TIME = 1.5
-RING_PERIOD = 6.0
+RING_PERIOD = 5.0
+"""Seconds between RINGs (iaxmodem: about 5.1)."""
 
 TRAINING: dict[int, float] = {
     24: 0.95,

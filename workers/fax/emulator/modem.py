@@ -390,6 +390,8 @@ class EmulatedModem:
         if op != "=" + arg or not arg.isdigit():
             return None
         value = int(arg)
+        if self.call is None or self.call.down:
+            return None  # no call, or the far end hung up meanwhile: ERROR, as on iaxmodem
         if name in ("FTS", "FRS"):
             if value > 255:
                 return None
@@ -403,8 +405,6 @@ class EmulatedModem:
                 return None
         elif value not in TRAINING:
             return None
-        if self.call is None or self.call.down:
-            return None  # no call, or the far end hung up meanwhile: ERROR, as on iaxmodem
         if name == "FTH":
             return lambda: self._tx_hdlc(first=False)
         if name == "FRH":
@@ -513,12 +513,9 @@ class EmulatedModem:
 
     def _answer(self) -> None:
         call = self.call
-        if (
-            call is None
-            or call.state != "ringing"
-            or call.callee is not self
-            or self.fclass not in ("1", "1.0")
-        ):
+        if call is None or call.state != "ringing" or call.callee is not self:
+            return self._result("ERROR")  # nothing rings (iaxmodem says ERROR too)
+        if self.fclass not in ("1", "1.0"):
             return self._result("NO CARRIER")
         with self.cond:
             call.state = "up"
