@@ -341,3 +341,15 @@ def test_frames_from_a_modem_that_keeps_the_fcs_to_itself() -> None:
         finally:
             a.port.close()
             b.port.close()
+
+
+def test_a_transmission_can_span_several_sends(
+    pair: EmulatorPair, modems: tuple[Class1Modem, Class1Modem]
+) -> None:
+    a, b = modems
+    connect(a, b)
+    side = Background(lambda: [a.receive_hdlc(5) for _ in range(3)])
+    assert b.send_hdlc([CSI]) is CallStatus.OK  # no final bit: the carrier stays up
+    assert b.send_hdlc([CSI, DIS]) is CallStatus.OK
+    assert [r.frame for r in side.get()] == [CSI, CSI, DIS]
+    assert pair.b.commands[-1] == "ATA"  # one transmission: no AT+FTH=3 in between

@@ -32,6 +32,10 @@ HDLC_FINAL = 0x10
 frame: after it the modem drops the carrier and answers OK instead of CONNECT."""
 
 
+FRAME_TIMEOUT = 10.0
+"""Seconds from CONNECT to the end of a frame: the longest V.21 frames (NSF) take ~3 s."""
+
+
 class Modulation(IntEnum):
     """The ``<mod>`` codes of AT+FTM/AT+FRM (T.31 table)."""
 
@@ -303,7 +307,8 @@ class Class1Modem:
         self._mode = "command"
         # The first frame waits behind a second of flags; each frame takes its bits at 300.
         margin = 5.0 + 1.0
-        for frame in frames:
+        for i, frame in enumerate(frames):
+            last = i == len(frames) - 1
             p.write(stuff(frame) + END)
             timeout = margin + _line_seconds(len(frame) + 4, 300) * 1.5
             margin = 5.0
@@ -312,12 +317,15 @@ class Class1Modem:
             except AtTimeout:
                 return CallStatus.TIMEOUT
             if resp.is_("CONNECT"):
+                if last:
+                    # No final bit on the last frame: the carrier stays up and the next
+                    # send_hdlc continues this transmission.
+                    self._mode = "tx_hdlc"
                 continue
             status = _status(resp)
-            if status is not CallStatus.OK or frame is not frames[-1]:
-                return status if status is not CallStatus.OK else CallStatus.ERROR
-            return CallStatus.OK
-        # Frames all sent but none was final: the modem still waits for more.
+            if status is CallStatus.OK and not last:
+                return CallStatus.ERROR  # the modem ended the transmission early
+            return status
         return CallStatus.OK
 
     def _result(self, timeout: float) -> AtResponse:
@@ -346,7 +354,7 @@ class Class1Modem:
         except AtTimeout:
             return self._abort_receive_hdlc()
         if resp.is_("CONNECT"):
-            return self._read_frame(5.0)
+            return self._read_frame(FRAME_TIMEOUT)
         if resp.is_("NO CARRIER"):
             return HdlcResult("no_carrier")
         if resp.is_("+FCERROR"):
@@ -365,7 +373,7 @@ class Class1Modem:
             if line == "NO CARRIER":
                 return HdlcResult("no_carrier")
             if line.startswith("CONNECT"):
-                return self._read_frame(5.0)
+                return self._read_frame(FRAME_TIMEOUT)
         return HdlcResult("timeout")
 
     def _read_frame(self, timeout: float) -> HdlcResult:
