@@ -29,6 +29,7 @@ class HostLink:
         self._client: socket.socket | None = None
         self._lock = threading.Lock()
         self._closing = False
+        self._wake_r, self._wake_w = os.pipe()
         if tcp_port is not None:
             self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -51,15 +52,17 @@ class HostLink:
 
     def _pump(self) -> None:
         while not self._closing:
-            fds: list[object] = [self._master]
+            fds: list[object] = [self._master, self._wake_r]
             if self._listener is not None:
                 fds.append(self._listener)
             client = self._client
             if client is not None:
                 fds.append(client)
             try:
-                readable, _, _ = select.select(fds, [], [], 0.2)
+                readable, _, _ = select.select(fds, [], [], 1.0)
             except (OSError, ValueError):
+                return
+            if self._wake_r in readable:
                 return
             for fd in readable:
                 if fd is self._listener:
@@ -110,12 +113,13 @@ class HostLink:
 
     def close(self) -> None:
         self._closing = True
+        os.write(self._wake_w, b"x")
         self._thread.join(timeout=2)
         with self._lock:
             for s in (self._client, self._listener):
                 if s is not None:
                     s.close()
             self._client = None
-        for fd in (self._master, self._slave):
+        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

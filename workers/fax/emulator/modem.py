@@ -257,6 +257,8 @@ class EmulatedModem:
         if idx < 0:
             return
         self.commands.append(text[idx:])
+        if len(self.commands) > 2000:  # a long-running emulator keeps the recent ones
+            del self.commands[:1000]
         try:
             self._execute(text[idx + 2 :])
         except Exception:

@@ -131,7 +131,9 @@ class AtPort:
         ser = serial.serial_for_url(url, do_not_open=True)
         ser.baudrate = baudrate
         ser.timeout = _POLL
-        ser.write_timeout = 30
+        # pyserial's RFC 2217 client refuses write timeouts; elsewhere a write that hangs
+        # (a wedged USB modem) must not hang the worker.
+        ser.write_timeout = None if url.lower().startswith("rfc2217://") else 30
         ser.xonxoff = False
         ser.rtscts = flow == "rtscts"
         ser.open()
