@@ -249,7 +249,7 @@ def test_ecm_four_pprs_bring_ctc_and_a_slower_rate() -> None:
     assert len(faults.sent(Fcf.PPR)) == 4
     assert len(faults.sent(Fcf.CTC)) == 1 and len(faults.sent(Fcf.CTR)) == 1
     mods = [mod for kind, mod in faults.data_mods if kind == "page"]
-    assert mods == [145, 145, 145, 145, 121]
+    assert mods == [146, 146, 146, 146, 121]  # long training only at the new rate
     assert result.sender.params is not None
     assert result.sender.params.rate is Rate.V17_12000
 
@@ -386,7 +386,7 @@ def test_sender_sends_the_page_after_cfr() -> None:
         engine.feed(Sent())
     assert engine.feed(FrameReceived(Frame(Fcf.CFR).encode())) == SendSilence(75)
     action = engine.feed(Sent())
-    assert isinstance(action, SendPage) and action.mod == 145
+    assert isinstance(action, SendPage) and action.mod == 146  # V.17 short training
     engine.feed(Sent())
     action = engine.feed(Sent())
     assert isinstance(action, SendHdlc) and parse(action.frames[0]).fcf == Fcf.EOP

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from faxfleet.messages import Cause
@@ -206,7 +206,7 @@ TABLE: dict[tuple[State | None, str], tuple[State, str | None]] = {
     (S.S_WAIT_DIS, "DIS_NO_MATCH"): (S.S_SEND_DCN, "no_common_mode"),
     (S.S_WAIT_DIS, "RETRY"): (S.S_WAIT_DIS, None),
     (S.S_WAIT_DIS, "RETRY_LAST"): (S.DONE, "no_dis"),
-    (S.S_SEND_DCS, "SENT"): (S.S_TCF_GAP, None),
+    (S.S_SEND_DCS, "SENT"): (S.S_TCF_GAP, "page_sent"),
     (S.S_TCF_GAP, "SENT"): (S.S_SEND_TCF, None),
     (S.S_SEND_TCF, "SENT"): (S.S_WAIT_CFR, None),
     (S.S_WAIT_CFR, "IGNORED"): (S.S_WAIT_CFR, None),
@@ -218,7 +218,7 @@ TABLE: dict[tuple[State | None, str], tuple[State, str | None]] = {
     (S.S_WAIT_CFR, "RETRY_LAST"): (S.S_SEND_DCN, "no_response"),
     # -- sender, phases C/D --------------------------------------------------------------------
     (S.S_PAGE_GAP, "SENT"): (S.S_SEND_PAGE, None),
-    (S.S_SEND_PAGE, "SENT"): (S.S_PPM_GAP, None),
+    (S.S_SEND_PAGE, "SENT"): (S.S_PPM_GAP, "page_sent"),
     (S.S_PPM_GAP, "SENT"): (S.S_SEND_PPM, "post_page_command"),
     (S.S_SEND_PPM, "SENT"): (S.S_WAIT_MCF, None),
     (S.S_WAIT_MCF, "IGNORED"): (S.S_WAIT_MCF, None),
@@ -365,13 +365,16 @@ class Engine:
         self._ecm_page = bytearray()
         self._ecm_done: tuple[int, int] | None = None
         self._ecm_page_no = 0
-        self._rx_mod: int | None = None
+        self._long_train = False
 
     @classmethod
     def sender(cls, config: Config, pages: Sequence[bytes]) -> Engine:
         """An engine that sends ``pages`` (rendered single-page TIFF files)."""
         if not pages:
             raise ValueError("a fax has at least one page")
+        if config.wishes.fine and not all(pagedata.page_is_fine(page) for page in pages):
+            # Standard pages are never sent as fine; fine pages among them are halved.
+            config = replace(config, wishes=replace(config.wishes, fine=False))
         return cls("sender", config, pages)
 
     @classmethod
@@ -687,11 +690,15 @@ class Engine:
         assert slower is not None
         self.params = slower
         self._pprs = 0
+        self._long_train = True
 
     def _do_poll_ready(self, event: Event) -> None:
         self._rr += 1
         self._tries = 0
         self._command = (Frame(Fcf.RR, x=True).encode(),)
+
+    def _do_page_sent(self, event: Event) -> None:
+        self._long_train = False
 
     def _do_post_page_command(self, event: Event) -> None:
         self._command = (self._post_page_command(),)
@@ -700,7 +707,7 @@ class Engine:
 
     def _do_accept_dcs(self, event: Event) -> None:
         self.params = self._pending_dcs
-        self._rx_mod = self.params.rate.modulation
+        self._long_train = False
 
     def _do_dcs_refused(self, event: Event) -> None:
         self._fail(Cause.PROTOCOL_ERROR, "DCS asks for a mode we did not offer")
@@ -726,6 +733,7 @@ class Engine:
 
     def _do_take_page(self, event: Event) -> None:
         assert isinstance(event, PageReceived) and self.params is not None
+        self._long_train = False
         if self.params.ecm:
             burst = ecm.decode_block(event.data)
             self._ecm_frames.update(burst.frames)
@@ -814,6 +822,7 @@ class Engine:
                     min_scan_ms=self.params.min_scan_ms,
                     length=self.params.length,
                 )
+        self._long_train = True
         self._respond(Fcf.CTR, "TO_PAGE")
 
     def _do_answer_again(self, event: Event) -> None:
@@ -863,8 +872,8 @@ class Engine:
             if params.ecm:
                 block = self._blocks[self._block]
                 frames = {n: block[n] for n in self._missing}
-                return SendPage(params.rate.modulation, ecm.encode_block(frames))
-            return SendPage(params.rate.modulation, self._line_data())
+                return SendPage(self._page_mod(), ecm.encode_block(frames))
+            return SendPage(self._page_mod(), self._line_data())
         if state is S.S_SEND_PPM:
             return SendHdlc(self._command)
         if state is S.S_SEND_CTC:
@@ -888,7 +897,7 @@ class Engine:
             return self._send((Frame(Fcf.FTT).encode(),))
         if state is S.R_PAGE:
             assert params is not None
-            return ReceivePage(params.rate.modulation, timers.t2)
+            return ReceivePage(self._page_mod(), timers.t2)
         if state is S.R_SEND_RESPONSE:
             return self._send(self._last_response)
         raise AssertionError(f"no action for {state}")
@@ -897,6 +906,14 @@ class Engine:
         """A receiver's frames, remembered so a lost answer can be repeated."""
         self._last_sent = frames
         return SendHdlc(frames)
+
+    def _page_mod(self) -> int:
+        """Page data goes with V.17's short training after a TCF at the same rate; the
+        first burst after CTC/CTR (a new rate without TCF) takes the long one."""
+        assert self.params is not None
+        if self._long_train:
+            return self.params.rate.modulation
+        return self.params.rate.short_modulation
 
     def _post_page_command(self) -> bytes:
         assert self.params is not None

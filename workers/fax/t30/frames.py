@@ -123,6 +123,13 @@ class Rate(Enum):
         return self.value[1]
 
     @property
+    def short_modulation(self) -> int:
+        """The ``<mod>`` for page data once the receiver has trained at this rate: V.17's
+        short training (T.30: long train for TCF, short for the image data after it);
+        other modems have only one training."""
+        return self.value[1] + 1 if self.modem == "V17" else self.value[1]
+
+    @property
     def bit_rate(self) -> int:
         return int(self.name.split("_")[1])
 

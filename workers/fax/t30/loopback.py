@@ -41,7 +41,9 @@ from .frames import Rate
 
 V21_BPS = 300
 PREAMBLE_S = 1.0
-_BIT_RATE = {rate.modulation: rate.bit_rate for rate in Rate}
+_BIT_RATE = {rate.modulation: rate.bit_rate for rate in Rate} | {
+    rate.short_modulation: rate.bit_rate for rate in Rate
+}
 
 
 class Faults:
