@@ -47,6 +47,7 @@ import re
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,7 +60,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
-from submit_bench import CpuUse, CpuWatch, cpu_text, machine_info, percentile, redis_pid
+from submit_bench import (
+    CpuUse,
+    CpuWatch,
+    cpu_text,
+    machine_info,
+    percentile,
+    redis_pid,
+    wait_for_quiet,
+)
 
 from faxfleet import keys
 from faxfleet.client import FaxClient
@@ -532,7 +541,8 @@ def inversions(calls: list[Call], grace: float, *, at_start: bool) -> list[Inver
 STAGES = (
     "call over -> slot freed (result event sent, HDEL)",
     "slot freed -> dispatcher pass starts (DEL wake)",
-    "pass starts -> claim (EVALSHA)",
+    "pass starts -> waiting set read (ZRANGE)",
+    "waiting set read -> claim (EVALSHA)",
     "claim -> send order queued (LPUSH site queue)",
     "queued -> site worker starts the task (SET claim)",
     "task start -> pages read (HMGET pages)",
@@ -599,6 +609,7 @@ def analyse_trace(commands: list[Command], calls: list[Call], gaps: list[Gap]) -
         if i < len(later):
             trace.passes.append(later[i] - d.at)
     del_times = [d.at for d in dels]
+    reads = sorted(c.at for c in commands if c.name == "ZRANGE" and c.client in blpops)
     freed: dict[str, float] = {}
     claims: dict[str, float] = {}
     sent: dict[str, list[float]] = defaultdict(list)
@@ -640,7 +651,19 @@ def analyse_trace(commands: list[Command], calls: list[Call], gaps: list[Gap]) -
             continue
         if t_wake > t_claim:  # claimed by a pass that began before the slot was freed
             t_wake = t_claim
-        points = [old.ended, t_free, t_wake, t_claim, t_sent, t_start, t_read, new.started]
+        k = bisect.bisect_left(reads, t_claim) - 1
+        t_snapshot = min(max(reads[k], t_wake), t_claim) if k >= 0 else t_wake
+        points = [
+            old.ended,
+            t_free,
+            t_wake,
+            t_snapshot,
+            t_claim,
+            t_sent,
+            t_start,
+            t_read,
+            new.started,
+        ]
         for stage, a, b in zip(STAGES, points, points[1:], strict=False):
             trace.stages[stage].append(b - a)
     return trace
@@ -663,11 +686,15 @@ class Result:
     trace: Trace | None
 
 
-def run(server: RedisServer, log_dir: Path, sc: Scenario, rng: random.Random) -> Result:
+def run(
+    server: RedisServer, log_dir: Path, sc: Scenario, rng: random.Random, wait_idle: float
+) -> Result:
     redis.Redis.from_url(server.url).flushall()
     work = plan_workload(sc, rng)
     with running_fleet(server.url, log_dir, sc) as fleet:
         time.sleep(2)  # every worker finishes starting before the clock matters
+        if wait_idle > 0:
+            wait_for_quiet(wait_idle, threshold=0.3)
         sampler = WaitingSampler(server.url)
         monitor = Monitor(server.url) if sc.trace else None
         watch = CpuWatch(
@@ -812,9 +839,41 @@ def first(res: Result) -> float:
     return min(c.enqueued for c in res.calls)
 
 
+DISPATCH_PATH = ("routing", "scheduler", "workers/site.py", "workers/lines", "faxfleet")
+
+
+def code_version() -> str:
+    """The commit measured, and the dispatch path's files changed since it, if any."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", *DISPATCH_PATH],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    changed = [line[3:] for line in dirty if line.strip() and not line.startswith("??")]
+    return head + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="60-fax backlogs (about a minute)")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run, wait up to SECONDS for other processes to use < 0.3 cores",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log_dir = Path(tempfile.mkdtemp(prefix="faxfleet-dispatch-bench-"))
@@ -824,6 +883,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<14}{value}")
     shape = ", ".join(f"{s.name} {s.lines} lines" for s in SITES)
     print(f"  {'fleet':<14}{shape}; one group, no cost tables, distinct numbers")
+    print(f"  {'code':<14}{code_version()}")
     print(f"  {'logs':<14}{log_dir}")
     print()
     began = time.monotonic()
@@ -833,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
         for i, sc in enumerate(scenarios(args.quick)):
-            results.append(run(server, log_dir / f"run-{i}", sc, rng))
+            results.append(run(server, log_dir / f"run-{i}", sc, rng, args.wait_idle))
     finally:
         server.stop()
     traced = [r.trace for r in results if r.trace and r.trace.passes]
