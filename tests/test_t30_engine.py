@@ -450,3 +450,20 @@ def test_faults_never_make_the_sender_claim_pages_the_receiver_lacks(
     else:
         assert result.sender.cause is not None
     assert result.receiver.pages == len(receiver.received)
+
+
+def test_receiver_that_answered_eop_succeeds_even_without_dcn() -> None:
+    faults = Scripted()
+    faults.drop[Fcf.DCN] = 1
+    sender, receiver = _pair()
+    result = loopback.run(sender, receiver, faults)
+    assert result.sender.ok and result.receiver.ok
+    assert result.receiver.pages == 3
+
+
+def test_receiver_modem_failure_after_eop_keeps_the_fax() -> None:
+    engine = Engine.receiver(Config())
+    engine._answered_eop = True  # the state after answering EOP with MCF
+    engine.state = State.R_WAIT_DCN
+    action = engine.feed(ModemFailed("error"))
+    assert isinstance(action, Hangup) and action.outcome.ok

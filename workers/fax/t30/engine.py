@@ -572,20 +572,29 @@ class Engine:
             self._fail_phase = self._phase
 
     def _do_modem_error(self, event: Event) -> None:
+        if self._fax_complete():
+            return
         self._fail(Cause.MODEM_ERROR, f"modem error in phase {self._phase}")
 
     def _do_modem_gone(self, event: Event) -> None:
+        if self._fax_complete():
+            return
         self._fail(Cause.MODEM_NOT_RESPONDING, f"modem stopped responding in phase {self._phase}")
 
-    def _do_remote_dcn(self, event: Event) -> None:
+    def _fax_complete(self) -> bool:
+        """A receiver that has answered EOP has the whole fax: whatever ends the call
+        now (DCN, the line dropping, the modem failing) ends it successfully."""
         if self.role == "receiver" and self._answered_eop:
             self._ok = True
+        return self._ok
+
+    def _do_remote_dcn(self, event: Event) -> None:
+        if self._fax_complete():
             return
         self._fail(Cause.REMOTE_DISCONNECTED, f"the far end sent DCN in phase {self._phase}")
 
     def _do_line_lost(self, event: Event) -> None:
-        if self.role == "receiver" and self._answered_eop:
-            self._ok = True
+        if self._fax_complete():
             return
         self._fail(Cause.REMOTE_DISCONNECTED, f"the line dropped in phase {self._phase}")
 
