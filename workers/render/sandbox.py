@@ -355,12 +355,15 @@ def _read_exact(sock: socket.socket, size: int) -> bytes:
 
 
 def _zygote_main(fd: int) -> None:
-    """Load the renderer, then fork one job process per job until the worker goes away."""
+    """Load the renderer, then hand each job to a spare forked from us until the worker
+    goes away."""
     import gc
 
+    _name_process(b"render-zygote")
     _warm_up()
     gc.freeze()  # the jobs' collector leaves the loaded renderer's pages shared, uncopied
     sock = socket.socket(fileno=fd)
+    spare = _Spare(sock)
     sock.sendall(_READY)
     try:
         while True:
@@ -376,9 +379,93 @@ def _zygote_main(fd: int) -> None:
             if head[:1] != _JOB or len(fds) != 1:
                 return
             job = _read_exact(sock, _U32.unpack_from(head, 1)[0])
-            _run_one(sock, job, fds[0])
+            spare = _run_one(sock, job, fds[0], spare)
     except (EOFError, ConnectionError):
         return
+    finally:
+        spare.discard()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _name_process(name: bytes) -> None:
+    """Set the name ``ps`` and /proc/PID/comm show (Linux ``PR_SET_NAME``)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)
+
+
+class _Spare:
+    """A process forked from the zygote ahead of time, waiting for the next job.
+
+    The fork happens while the worker is idle (right after the previous job), not while a
+    fax waits. It becomes the job process when the job arrives; a new spare is forked
+    after each job. A spare is never given a second job: whatever a document does to a
+    job process, the next fax starts from the zygote's clean state again.
+    """
+
+    def __init__(self, worker: socket.socket) -> None:
+        self.stderr = os.memfd_create("render-stderr", os.MFD_CLOEXEC)
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.pid = os.fork()
+        if self.pid == 0:
+            worker.close()
+            self.control.close()
+            os.dup2(self.stderr, 2)
+            _spare_main(theirs)  # never returns
+        theirs.close()
+        self.pidfd = os.pidfd_open(self.pid)
+
+    def hand_over(self, job: bytes, answer: int) -> bool:
+        """Give the job to this spare; False if it is gone (it died while waiting)."""
+        try:
+            socket.send_fds(self.control, [_JOB + _U32.pack(len(job))], [answer])
+            self.control.sendall(job)
+        except OSError:
+            return False
+        self.control.close()
+        return True
+
+    def discard(self) -> None:
+        """Kill and reap a spare that will not get a job (or whose job is abandoned)."""
+        self.control.close()
+        if self.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+        self.close()
+
+    def close(self) -> None:
+        """Release our handles on it (it has been reaped, or is being discarded)."""
+        for fd in (self.pidfd, self.stderr):
+            if fd >= 0:
+                os.close(fd)
+        self.pidfd = self.stderr = -1
+
+
+def _spare_main(control: socket.socket) -> None:
+    """In a spare: get ready, wait for one job, become its job process."""
+    import ctypes
+
+    _name_process(b"render-spare")
+    with contextlib.suppress(OSError, AttributeError):  # die with the zygote (Linux)
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    base = _vm_size_bytes()  # the limit counts from the renderer as loaded
+    try:
+        head, fds, _, _ = socket.recv_fds(control, 1 + _U32.size, 1)
+        if len(head) < 1 + _U32.size:
+            head += _read_exact(control, 1 + _U32.size - len(head))
+        if head[:1] != _JOB or len(fds) != 1:
+            os._exit(0)
+        job = _read_exact(control, _U32.unpack_from(head, 1)[0])
+    except (EOFError, OSError):
+        os._exit(0)  # the zygote is gone: so are we
+    control.close()
+    _name_process(b"render-job")
+    _job_main(job, fds[0], base)  # never returns
 
 
 _WARM_UP_PDF = (
@@ -415,38 +502,37 @@ def _warm_up() -> None:
                 render_documents(documents, resolution, coding=coding)
 
 
-def _run_one(sock: socket.socket, job: bytes, answer: int) -> None:
-    """Fork the job, wait for it (or kill it when asked), report how it ended."""
-    stderr = os.memfd_create("render-stderr", os.MFD_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        sock.close()
-        os.dup2(stderr, 2)
-        _job_main(job, answer)  # never returns
+def _run_one(sock: socket.socket, job: bytes, answer: int, spare: _Spare) -> _Spare:
+    """Run the job in ``spare``, wait for it (or kill it when asked), report how it ended,
+    and return the next spare."""
+    if not spare.hand_over(job, answer):
+        spare.discard()
+        spare = _Spare(sock)
+        if not spare.hand_over(job, answer):  # a fresh spare that cannot take a job at all
+            os.close(answer)
+            raise EOFError
     os.close(answer)
-    pidfd = os.pidfd_open(pid)
     try:
         while True:
-            ready, _, _ = select.select([sock, pidfd], [], [])
-            if pidfd in ready:
+            ready, _, _ = select.select([sock, spare.pidfd], [], [])
+            if spare.pidfd in ready:
                 break
             if not sock.recv(1, socket.MSG_PEEK):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                spare.discard()
                 raise EOFError
             if sock.recv(1) == _KILL:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+                signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
+        _, status = os.waitpid(spare.pid, 0)
+        size = os.fstat(spare.stderr).st_size
+        tail = os.pread(spare.stderr, _MAX_STDERR * 4, max(0, size - _MAX_STDERR * 4))
     finally:
-        os.close(pidfd)
-    size = os.fstat(stderr).st_size
-    tail = os.pread(stderr, _MAX_STDERR * 4, max(0, size - _MAX_STDERR * 4))
-    os.close(stderr)
+        spare.close()
     code = os.waitstatus_to_exitcode(status)
     sock.sendall(_ENDED + _ENDED_HEAD.pack(code, len(tail)) + tail)
+    return _Spare(sock)
 
 
-def _job_main(job: bytes, answer: int) -> None:
+def _job_main(job: bytes, answer: int, base: int) -> None:
     """In the forked job process: limit ourselves, render, answer on the pipe, exit."""
     import resource
     import traceback
@@ -462,7 +548,7 @@ def _job_main(job: bytes, answer: int) -> None:
             processes = min(2, split.cores())
         cpu = max(1, math.ceil(timeout_s))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))  # SIGXCPU, then SIGKILL
-        base, growth = _vm_size_bytes(), memory_mb * 1024 * 1024
+        growth = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (base + growth, base + growth))
         try:
             with open_documents(documents, resolution, **kwargs) as opened:

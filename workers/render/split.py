@@ -42,6 +42,7 @@ SPLIT_MIN_PAGES = 4
 _PAGES, _FAILED, _NO_MEMORY = b"P", b"E", b"M"
 _U32 = struct.Struct(">I")
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 
 def cores() -> int:
@@ -101,7 +102,9 @@ def _helper(job: OpenedJob, answer: int, limit: int, parent: int) -> None:
     """In the helper: die with the job process, limit ourselves, render the odd pages."""
     status = 1
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(b"render-helper"), 0, 0, 0)
         if os.getppid() != parent:  # the job process died before we could ask
             os._exit(1)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
