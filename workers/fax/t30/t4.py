@@ -121,19 +121,20 @@ def _trim(changes: Row, width: int) -> Row:
 
 def decode_2d(bits: str, position: int, reference: Row, width: int = WIDTH) -> tuple[Row, int]:
     """One two-dimensionally coded row from ``position`` against ``reference``."""
-    ref = [*reference, width, width]
+    ref = [*reference, width, width, width]  # sentinels: b1 and b2 always exist
     changes: Row = []
     a0 = -1
     white = True
+    modes = MODES.get
     while a0 < width:
         # b1: first changing element on the reference line right of a0, of the colour
         # opposite to a0's; even entries are white->black changes, odd black->white.
         index = bisect_right(ref, a0)
         if (index % 2 == 0) != white:
             index += 1
-        b1 = ref[index] if index < len(ref) else width
-        b2 = ref[index + 1] if index + 1 < len(ref) else width
-        mode, length = MODES.get(bits[position : position + PEEK], (None, 0))
+        b1 = ref[index]
+        b2 = ref[index + 1]
+        mode, length = modes(bits[position : position + PEEK], (None, 0))
         if mode is None or mode in (EXTENSION, END):
             raise DecodeError(f"bad mode code at bit {position}")
         position += length
@@ -186,6 +187,7 @@ def g3_rows(bits: str, two_d: bool, width: int = WIDTH) -> Iterator[Row | None]:
     reference: Row = []
     start = bits.find(EOL)
     empty = 0
+    padded = bits + "0" * PEEK
     while start >= 0:
         position = start + len(EOL)
         following = bits.find(EOL, position)
@@ -201,13 +203,12 @@ def g3_rows(bits: str, two_d: bool, width: int = WIDTH) -> Iterator[Row | None]:
             start = following
             continue
         empty = 0
-        padded = bits[:segment_end] + "0" * PEEK
         try:
             if one_d:
                 row, after = decode_1d(padded, position, width)
             else:
                 row, after = decode_2d(padded, position, reference, width)
-            if "1" in bits[after:segment_end]:
+            if after > segment_end or "1" in bits[after:segment_end]:
                 raise DecodeError(f"stray bits after the row at bit {after}")
         except DecodeError:
             yield None
@@ -222,9 +223,9 @@ def g4_rows(bits: str, width: int = WIDTH) -> Iterator[Row | None]:
     reference: Row = []
     padded = bits + "0" * PEEK
     position = 0
-    end = len(bits)
-    while position < end:
-        if padded.startswith(EOL, position) or padded[position:end].strip("0") == "":
+    last_one = bits.rfind("1")  # beyond it, only padding
+    while position <= last_one:
+        if padded.startswith(EOL, position):
             return
         try:
             row, position = decode_2d(padded, position, reference, width)
