@@ -203,6 +203,17 @@ def test_missed_frame_when_not_listening(modems: tuple[Class1Modem, Class1Modem]
     assert a.port.command("AT").ok
 
 
+def test_following_frames_of_a_carrier_wait_for_a_late_receiver(
+    modems: tuple[Class1Modem, Class1Modem],
+) -> None:
+    a, b = modems
+    connect(a, b)
+    assert b.send_hdlc([CSI, DIS]) is CallStatus.OK
+    assert a.receive_hdlc(1).frame == CSI  # locked on this carrier now
+    time.sleep(0.5)  # later than the turn-around tolerance
+    assert a.receive_hdlc(1).frame == DIS
+
+
 def test_page_data_with_dle_passes_intact(modems: tuple[Class1Modem, Class1Modem]) -> None:
     a, b = modems
     connect(a, b)

@@ -85,6 +85,9 @@ class Transmission:
     items: list[Item] = field(default_factory=list)
     end: float | None = None
     delivered: int = 0
+    locked: bool = False
+    """The receiver has taken a frame of this carrier: it stays locked on it and gets the
+    following frames even when it asks for them a little late, as a real modem does."""
     received: bool = False
     page: int | None = None
     nbytes: int = 0

@@ -624,7 +624,8 @@ class EmulatedModem:
                         elif tx.start > now:
                             wake = min(wake, tx.start)
                         while (
-                            tx.delivered < len(tx.items)
+                            not tx.locked
+                            and tx.delivered < len(tx.items)
                             and tx.items[tx.delivered].start < listen_at - tol
                         ):
                             tx.delivered += 1
@@ -632,6 +633,7 @@ class EmulatedModem:
                             item = tx.items[tx.delivered]
                             if item.arrival <= now:
                                 tx.delivered += 1
+                                tx.locked = True
                                 found = (tx, item)
                             else:
                                 wake = min(wake, item.arrival)
