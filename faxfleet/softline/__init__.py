@@ -8,4 +8,10 @@ from .farend import ReceivedFax
 from .line import LineError, SoftLine
 from .tiffpages import tiff_page_count
 
-__all__ = ["EfaxSendReport", "LineError", "ReceivedFax", "SoftLine", "tiff_page_count"]
+__all__ = [
+    "EfaxSendReport",
+    "LineError",
+    "ReceivedFax",
+    "SoftLine",
+    "tiff_page_count",
+]

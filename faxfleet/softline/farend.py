@@ -141,7 +141,7 @@ class EfaxReceiver:
 
 
 class HylafaxReceiver:
-    """HylaFAX ``faxgetty`` answering modem B into a private spool."""
+    """HylaFAX ``faxgetty`` answering a modem into a private spool."""
 
     name = "hylafax"
 

@@ -73,6 +73,7 @@ class SoftLine:
         self.processes = ProcessGroup()
         self.far_end: FarEnd | None = None
         self._modems: list[subprocess.Popen[bytes]] = []
+        self._receivers: list[FarEnd] = []
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -115,17 +116,27 @@ class SoftLine:
                 probe(config.device, timeout)
             except Exception as exc:
                 raise LineError(f"{config.name} did not come up: {exc}; {self._tail()}") from exc
-        if self.far_end_kind == "efax":
-            self.far_end = EfaxReceiver(self.modem_b, self.workdir, self.processes)
-        elif self.far_end_kind == "hylafax":
-            self.far_end = HylafaxReceiver(
-                self.modem_b, self.workdir, self.processes, f"+1.555.{self.number_b}"
-            )
-        elif self.far_end_kind is not None:
-            raise ValueError(f"unknown far end {self.far_end_kind!r}")
-        if self.far_end is not None:
-            self.far_end.start()
+        if self.far_end_kind is not None:
+            self.far_end = self.add_receiver(self.far_end_kind, "b")
         return self
+
+    def add_receiver(self, kind: FarEndKind, modem: Literal["a", "b"]) -> FarEnd:
+        """Start ``kind`` answering ``modem`` (B is the far end; A only for testing the rig
+        itself, when nothing of ours answers there)."""
+        device = self.modem_a if modem == "a" else self.modem_b
+        number = self.number_a if modem == "a" else self.number_b
+        workdir = self.workdir / f"modem-{modem}"
+        workdir.mkdir(exist_ok=True)
+        receiver: FarEnd
+        if kind == "efax":
+            receiver = EfaxReceiver(device, workdir, self.processes)
+        elif kind == "hylafax":
+            receiver = HylafaxReceiver(device, workdir, self.processes, f"+1.555.{number}")
+        else:
+            raise ValueError(f"unknown far end {kind!r}")
+        self._receivers.append(receiver)
+        receiver.start()
+        return receiver
 
     def _network(self) -> list[str]:
         """The argv prefix for the modems: inside a fresh namespace, or on the host."""
@@ -149,8 +160,8 @@ class SoftLine:
             return
         self._closed = True
         try:
-            if self.far_end is not None:
-                self.far_end.stop()
+            for receiver in self._receivers:
+                receiver.stop()
         finally:
             self.processes.stop_all()
             if self.namespace is not None:
@@ -169,15 +180,14 @@ class SoftLine:
                 raise LineError(f"iaxmodem exited with status {status}; {self._tail()}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until the far end answers calls (initialised and past iaxmodem's guard)."""
-        if self.far_end is None:
-            return
+        """Block until every receiver answers calls (initialised, past iaxmodem's guard)."""
         deadline = time.monotonic() + timeout
-        while not self.far_end.ready():
-            self.check()
-            if time.monotonic() > deadline:
-                raise LineError(f"{self.far_end.name} on modem B never became ready")
-            time.sleep(0.2)
+        for receiver in self._receivers:
+            while not receiver.ready():
+                self.check()
+                if time.monotonic() > deadline:
+                    raise LineError(f"{receiver.name} never became ready to answer")
+                time.sleep(0.2)
 
     def received(self) -> list[ReceivedFax]:
         """Every fax the far end has finished receiving so far, oldest first."""
