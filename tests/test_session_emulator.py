@@ -21,7 +21,10 @@ from workers.render.coding import Coding
 from workers.render.tiff import encode_page, read_pages
 
 SCALE = 50
-FAULTS = "5550010=busy; 5550013=voice; 5550021=drop_after:3000; 5550022=noisy_page:1,noise_every:10"
+FAULTS = (
+    "5550010=busy; 5550013=voice; 5550021=drop_after:3000; "
+    "5550022=noisy_page:1,noise_every:10; 5550030=silent:3:dead"
+)
 TIMERS = Timers(t1=8.0, t2=3.0, t4=1.5)
 """Shorter than T.30's (the line runs 50 times faster), long enough for a busy machine."""
 
@@ -171,3 +174,13 @@ def test_stopping_a_call_sends_dcn_and_reports_cancelled(
     assert (sent.ok, sent.cause, sent.pages) == (False, Cause.CANCELLED, 1)
     assert got is not None and got.cause is Cause.REMOTE_DISCONNECTED
     assert got.pages == 1
+
+
+def test_a_modem_that_stops_answering_ends_the_call_with_a_modem_cause(
+    modems: tuple[Class1Modem, Class1Modem],
+) -> None:
+    a, _ = modems
+    result = send_fax(a, "5550030", PAGES, _config("1"), dial_timeout=5)
+    assert not result.ok and result.pages == 0
+    assert result.cause in (Cause.MODEM_NOT_RESPONDING, Cause.NO_ANSWER)
+    assert result.phase == "A", result

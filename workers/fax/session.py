@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from faxfleet.log import get_logger
 from faxfleet.messages import Cause
+from workers.fax.modem.at import AtError
 from workers.fax.modem.class1 import Modulation
 from workers.fax.t30.engine import Config, Engine
 from workers.fax.t30.events import (
@@ -43,6 +45,8 @@ from workers.fax.t30.events import (
 )
 from workers.fax.t30.frames import Fcf
 from workers.fax.t30.hdlc import Frame
+
+log = get_logger(__name__)
 
 
 class _Received(Protocol):
@@ -135,7 +139,11 @@ def send_fax(
     """Dial ``dial_string`` and send ``pages`` (rendered single-page TIFF files)."""
     engine = Engine.sender(config or Config(), pages)
     started = time.monotonic()
-    status = str(modem.dial(dial_string, dial_timeout))
+    try:
+        status = str(modem.dial(dial_string, dial_timeout))
+    except (AtError, OSError) as error:
+        log.warning("dialling failed", error=str(error))
+        status = "not_responding"
     return _run(modem, engine, status, hooks or Hooks(), started)
 
 
@@ -149,7 +157,11 @@ def receive_fax(
     """Answer a ringing line and receive a fax."""
     engine = Engine.receiver(config or Config())
     started = time.monotonic()
-    status = str(modem.answer(answer_timeout))
+    try:
+        status = str(modem.answer(answer_timeout))
+    except (AtError, OSError) as error:
+        log.warning("answering failed", error=str(error))
+        status = "not_responding"
     return _run(modem, engine, status, hooks or Hooks(), started)
 
 
@@ -170,9 +182,18 @@ def _run(
             if current != page_number:
                 page_number = current
                 hooks.page_started(current)
-        action = engine.feed(_perform(modem, action))
+        try:
+            event = _perform(modem, action)
+        except (AtError, OSError) as error:
+            # The port went away or the modem stopped answering mid-operation.
+            log.warning("modem failed mid-call", error=str(error))
+            event = ModemFailed("not_responding")
+        action = engine.feed(event)
     if status == "ok":
-        modem.hangup()
+        try:
+            modem.hangup()
+        except (AtError, OSError) as error:
+            log.warning("hang-up failed", error=str(error))
     return SessionResult.of(action.outcome, engine.received, time.monotonic() - started)
 
 
