@@ -8,9 +8,12 @@ defaults run a local fleet out of the box: a private Redis on port 6390, a site 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from faxfleet.modems import ModemLine
 
 
 class Settings(BaseSettings):
@@ -30,11 +33,22 @@ class Settings(BaseSettings):
     site: str = "paris"
     """The site this node belongs to (its home site for submissions made through it)."""
     lines: int = 4
-    """Simulated lines of this site's worker (one concurrent send per line)."""
+    """Lines of this site's worker for the ``simulated`` and ``emulated`` kinds (one
+    concurrent send per line); ``modem`` sites have one line per entry of ``modems``."""
     line_prefix: str = ""
     """Prefix of this site's line names (defaults to the site name)."""
 
-    # --- simulated lines ---------------------------------------------------------------
+    # --- lines (docs/lines.md) ------------------------------------------------------------
+    line_kind: Literal["simulated", "emulated", "modem"] = "simulated"
+    """``emulated``: each line is a pair of emulated Class 1 modems, our driver on one side
+    and a scripted far end on the other; ``modem``: the real modems of ``modems``;
+    ``simulated``: a sleep-based stand-in with no protocol at all."""
+    modems: list[ModemLine] = Field(default_factory=list)
+    """The site's modem lines, as JSON: ``[{"name": "usb0", "url": "/dev/ttyACM0"}]``."""
+    emulator_time_scale: float = Field(100.0, gt=0, le=10000)
+    """Divides the line time of emulated lines (100: a 40 s page takes 0.4 s)."""
+    modem_probe_seconds: float = Field(60.0, gt=0)
+    """How often a modem line out of service is probed again."""
     sim_dial_seconds: float = 0.5
     sim_page_seconds: float = 1.0
 
@@ -138,6 +152,16 @@ class Settings(BaseSettings):
         if value < 0.001:
             raise ValueError("time_scale must be at least 0.001")
         return value
+
+    @model_validator(mode="after")
+    def _modems_fit_the_kind(self) -> Settings:
+        if self.line_kind == "modem" and not self.modems:
+            raise ValueError('line_kind "modem" needs FAXFLEET_MODEMS (a JSON list of modems)')
+        names = [m.name for m in self.modems]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"modem names must be unique: {', '.join(duplicates)}")
+        return self
 
     @property
     def broker(self) -> str:
