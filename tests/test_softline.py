@@ -136,17 +136,19 @@ def _assert_same_page(sent: Path, received: Path) -> None:
 
 
 @pytest.mark.realline
-def test_line_comes_up_reachable_from_this_namespace_and_leaves_nothing_behind() -> None:
-    line = SoftLine(far_end=None)
+@pytest.mark.parametrize("use_namespace", [True, False], ids=["namespace", "host-loopback"])
+def test_line_comes_up_reachable_from_this_namespace_and_leaves_nothing_behind(
+    use_namespace: bool,
+) -> None:
+    line = SoftLine(far_end=None, use_namespace=use_namespace)
     with line:
-        assert line.namespace is not None
+        assert (line.namespace is not None) is use_namespace
+        where = ["ip", "netns", "exec", line.namespace.name] if line.namespace else []
         listening = subprocess.run(
-            ["ip", "netns", "exec", line.namespace.name, "ss", "-uln"],
-            capture_output=True,
-            text=True,
-            check=True,
+            [*where, "ss", "-uln"], capture_output=True, text=True, check=True
         ).stdout
-        assert ":4570 " in listening and ":4571 " in listening
+        for port in line.ports:
+            assert f":{port} " in listening
         # Our process stays in the host namespace and drives modem A through its pty.
         with serial.Serial(str(line.modem_a), 115200, timeout=2) as modem:
             modem.write(b"AT+FCLASS=?\r")
@@ -154,8 +156,9 @@ def test_line_comes_up_reachable_from_this_namespace_and_leaves_nothing_behind()
         assert b"1" in reply and reply.endswith(b"OK\r\n")
         pids = line.processes.pids()
         assert len(pids) == 2
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert line.namespace.name not in namespaces
+    if use_namespace:
+        namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        assert line.namespace.name not in namespaces.stdout
     assert not line.workdir.exists()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()

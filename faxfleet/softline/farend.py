@@ -51,6 +51,9 @@ class FarEnd(Protocol):
     def stop(self) -> None: ...
 
 
+RESPAWN_MIN_S = 1.0
+
+
 class EfaxReceiver:
     """efax answering modem B, restarted after every call (efax takes one call per run).
 
@@ -101,6 +104,8 @@ class EfaxReceiver:
         with self._lock:
             if self._stopped or self._proc is None or exit_status(self._proc) is None:
                 return
+            if time.monotonic() - self._started_at < RESPAWN_MIN_S:
+                return  # efax failing at once (modem gone?) must not respawn in a tight loop
             self.processes.stop(self._proc)
             assert self._log is not None
             text = self._log.read_text(errors="replace")

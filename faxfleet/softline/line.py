@@ -74,16 +74,14 @@ class SoftLine:
         self.far_end: FarEnd | None = None
         self._modems: list[subprocess.Popen[bytes]] = []
         self._receivers: list[FarEnd] = []
+        self.ports: tuple[int, int] = (0, 0)
+        """UDP ports of modems A and B (inside the namespace, if there is one)."""
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def __enter__(self) -> SoftLine:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
+        return self.start()
 
     def __exit__(
         self,
@@ -94,9 +92,19 @@ class SoftLine:
         self.close()
 
     def start(self, timeout: float = 30.0) -> SoftLine:
-        """Bring up both modems and the far end; returns once both ptys answer AT."""
+        """Bring up both modems and the far end; returns once both ptys answer AT.
+
+        On failure everything started so far is stopped and removed before raising.
+        """
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, timeout: float) -> SoftLine:
         prefix = self._network()
-        port_a, port_b = self._ports()
+        self.ports = port_a, port_b = self._ports()
         configs = (
             ModemConfig("modemA", self.modem_a, port_a, port_b, self.number_a),
             ModemConfig("modemB", self.modem_b, port_b, port_a, self.number_b),
