@@ -1,6 +1,6 @@
 """Our T.30 engine on a real software fax line: iaxmodem (spandsp's modems) on both ends,
 with fax software we did not write on the far end (efax, HylaFAX). About half a minute of
-real line time per call, so: three calls, each proving one direction or mode."""
+real line time per call, so: four calls, each proving one direction or mode."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from workers.fax.modem.at import AtPort
 from workers.fax.modem.class1 import Class1Modem
 from workers.fax.session import SessionResult, receive_fax, send_fax
 from workers.fax.t30.engine import Config
+from workers.fax.t30.negotiate import Wishes
 from workers.render import render_documents
 from workers.render.coding import Coding
 from workers.render.tiff import read_pages
@@ -97,6 +98,23 @@ def test_we_send_to_hylafax_with_ecm_and_mmr() -> None:
         assert fax.pages == 1
         assert "RECV FAX" in fax.log.read_text()
         _assert_same_ink(_rows(pages[0]), _rows_of_file(fax.files[0]))
+
+
+@pytest.mark.realline
+@pytest.mark.timeout(300)
+def test_we_send_two_fine_mr_pages_to_hylafax_without_ecm() -> None:
+    # Without ECM, HylaFAX decodes our MR rows (fill bits, EOL + tag bits, RTC) itself.
+    pages = render_documents([TEXT, b"second page\n" * 10], Resolution.FINE, coding=Coding.MMR)
+    with SoftLine(far_end="hylafax") as line:
+        line.wait_ready()
+        modem = _modem(line)
+        result = send_fax(modem, line.number_b, pages, Config(wishes=Wishes(ecm=False)))
+        (fax,) = line.wait_received(1, timeout=90)
+        modem.port.close()
+        assert result.ok, result
+        assert (result.pages, result.ecm, result.coding) == (2, False, "mr")
+        assert fax.pages == 2
+        assert fax.lines == (2292, 2292) and fax.bad_lines == (0, 0)
 
 
 @pytest.mark.realline
