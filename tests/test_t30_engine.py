@@ -95,6 +95,25 @@ def test_standard_only_receiver_gets_halved_pages_in_mh() -> None:
     assert [next(read_pages(p)).bitmap.height for p in receiver.received] == [200, 200, 200]
 
 
+def test_ecm_without_t6_carries_mr_pages() -> None:
+    rx = Wishes(codings=frozenset({Coding.MH, Coding.MR}))
+    sender, receiver = _pair(rx=rx)
+    result = loopback.run(sender, receiver)
+    assert result.sender.ok
+    params = result.sender.params
+    assert params is not None and (params.ecm, params.coding) == (True, Coding.MR)
+    assert _bitmaps(receiver.received) == _bitmaps(PAGES)
+
+
+def test_standard_pages_are_never_sent_as_fine() -> None:
+    standard = [encode_page(Image.new("1", (1728, 300), 1), Resolution.STANDARD, Coding.MMR)]
+    sender, receiver = _pair(pages=standard)
+    result = loopback.run(sender, receiver)
+    assert result.sender.ok
+    assert result.sender.params is not None and not result.sender.params.fine
+    assert _bitmaps(receiver.received) == _bitmaps(standard)
+
+
 # --- faults ---------------------------------------------------------------------------------
 
 

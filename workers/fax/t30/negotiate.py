@@ -30,7 +30,8 @@ class Wishes:
 
     rates: tuple[Rate, ...] = FALLBACK
     fine: bool = True
-    """The pages are rendered at fine resolution."""
+    """Sending: the pages are fine (the sender turns this off by itself when a page is
+    standard). Receiving: we accept fine pages."""
     codings: frozenset[Coding] = frozenset({Coding.MH, Coding.MR, Coding.MMR})
     ecm: bool = True
     ecm_frame_size: int = 256
