@@ -21,7 +21,7 @@ from rich.table import Table
 
 from faxfleet.admin_client import AdminClient
 from faxfleet.client import FaxClient, FaxError
-from faxfleet.messages import FaxStatus
+from faxfleet.messages import FaxStatus, InboundFax
 
 console = Console()
 
@@ -310,6 +310,76 @@ def up(sites: tuple[str, ...], api_port: int, flower_port: int) -> None:
         stop.wait()
     finally:
         fleet.stop()
+
+
+# -- received faxes ------------------------------------------------------------------------
+
+
+@cli.group()
+def inbound() -> None:
+    """Faxes received on the sites' lines for your tenant (admin key: unrouted ones)."""
+
+
+def _inbound_row(fax: InboundFax) -> tuple[str, ...]:
+    outcome = "ok" if fax.ok else f"partial: {fax.cause.value if fax.cause else '?'}"
+    return (
+        fax.id,
+        fax.received_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+        fax.remote_id or "-",
+        fax.called or "-",
+        f"{fax.site}/{fax.line}",
+        str(fax.pages),
+        outcome,
+    )
+
+
+def _inbound_table(faxes: list[InboundFax], title: str | None = None) -> Table:
+    table = Table(title=title)
+    for col in ("fax", "received", "from", "to", "line", "pages", "outcome"):
+        table.add_column(col)
+    for fax in faxes:
+        table.add_row(*_inbound_row(fax))
+    return table
+
+
+@inbound.command("list")
+@click.option("--limit", default=20, show_default=True)
+@click.pass_context
+def inbound_list(ctx: click.Context, limit: int) -> None:
+    """The most recent received faxes, newest first."""
+    with _client(ctx) as client, _refusals():
+        faxes = client.inbound_list(limit=limit)
+    console.print(_inbound_table(faxes))
+
+
+@inbound.command("show")
+@click.argument("inbound_id")
+@click.pass_context
+def inbound_show(ctx: click.Context, inbound_id: str) -> None:
+    """One received fax, with its route and notifications."""
+    with _client(ctx) as client, _refusals():
+        fax = client.inbound_get(inbound_id)
+    console.print(_inbound_table([fax], title=f"{fax.id}: {fax.pages} page(s)"))
+    console.print(f"route: {fax.route or 'unrouted'} (tenant {fax.tenant or '-'})")
+    if fax.detail:
+        console.print(f"detail: {fax.detail}")
+    for note in fax.notifications:
+        console.print(f"notification: {note}")
+
+
+@inbound.command("get")
+@click.argument("inbound_id")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="TIFF file (default <id>.tiff)."
+)
+@click.pass_context
+def inbound_get(ctx: click.Context, inbound_id: str, output: str | None) -> None:
+    """Save a received fax as one multi-page TIFF."""
+    with _client(ctx) as client, _refusals():
+        document = client.inbound_document(inbound_id)
+    target = Path(output or f"{inbound_id}.tiff")
+    target.write_bytes(document)
+    console.print(f"{inbound_id} -> {target} ({len(document)} bytes)")
 
 
 # -- administration: sites, groups, cost tables -------------------------------------------

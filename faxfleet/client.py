@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import httpx
 
-from faxfleet.messages import PRIORITY_DEFAULT, SETTLED_STATES, FaxStatus, JobState
+from faxfleet.messages import PRIORITY_DEFAULT, SETTLED_STATES, FaxStatus, InboundFax, JobState
 from faxfleet.settings import get_settings
 
 Document = str | Path | bytes | tuple[str, bytes]
@@ -210,6 +210,25 @@ class FaxClient(ApiClient):
 
     def sites(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/sites").json())
+
+    # -- received faxes -----------------------------------------------------------------
+
+    def inbound_list(self, *, limit: int = 50) -> list[InboundFax]:
+        """Faxes received for this tenant, newest first (admin key: the unrouted ones)."""
+        data = self._request("GET", "/v1/inbound", params={"limit": str(limit)}).json()
+        return [InboundFax.model_validate(item) for item in data]
+
+    def inbound_get(self, inbound_id: str) -> InboundFax:
+        response = self._request("GET", f"/v1/inbound/{inbound_id}")
+        return InboundFax.model_validate_json(response.content)
+
+    def inbound_document(self, inbound_id: str) -> bytes:
+        """The whole received fax as one multi-page TIFF."""
+        return self._request("GET", f"/v1/inbound/{inbound_id}.tiff").content
+
+    def inbound_preview(self, inbound_id: str, page: int = 1) -> bytes:
+        """Page ``page`` of a received fax as PNG bytes (square pixels)."""
+        return self._request("GET", f"/v1/inbound/{inbound_id}/pages/{page}.png").content
 
     def wait(
         self,

@@ -65,3 +65,9 @@ def sim_script(number: str) -> str:
 def sim_received(number: str) -> str:
     """Simulated telephone network: what the far end at ``number`` received (a list)."""
     return f"ff:sim:received:{number}"
+
+
+def inbound_fax(inbound_id: str) -> str:
+    """A received fax as one multi-page TIFF (bytes, with the inbound retention TTL):
+    written by the receiving site's worker, read by its scheduler (mail, API)."""
+    return f"ff:inbound:{inbound_id}:tiff"

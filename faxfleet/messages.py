@@ -352,8 +352,39 @@ class AttemptResult(Message):
     at: datetime
 
 
+class InboundReceived(Message):
+    """A fax call a site's line answered has ended: the pages it received are stored
+    (``faxfleet.keys.inbound_fax``) and the receiving site's scheduler files it.
+
+    ``ok`` False with pages is a partial reception (the call broke off; ``cause`` says
+    why); the pages received are kept all the same."""
+
+    kind: Literal["inbound"] = "inbound"
+    inbound_id: str
+    site: str
+    line: str
+    called: str | None = None
+    """The number the caller dialled (DID), as the line reported it; None without DID."""
+    remote_id: str | None = None
+    """The caller's station id (TSI)."""
+    pages: int = Field(ge=0)
+    size: int = Field(0, ge=0)
+    """Bytes of the stored fax (one multi-page TIFF)."""
+    ok: bool
+    cause: Cause | None = None
+    detail: str | None = None
+    at: datetime
+
+
 FleetEvent = Annotated[
-    RenderDone | RenderFailed | Routed | Requeued | Unroutable | AttemptProgress | AttemptResult,
+    RenderDone
+    | RenderFailed
+    | Routed
+    | Requeued
+    | Unroutable
+    | AttemptProgress
+    | AttemptResult
+    | InboundReceived,
     Field(discriminator="kind"),
 ]
 
@@ -403,5 +434,43 @@ class SiteStatus(Message):
 class NotifyOrder(Message):
     job_id: str
     home_site: str
+    channel: Literal["email", "webhook"]
+    target: str
+
+
+# ----------------------------------------------------------------------------------------
+# Inbound faxes (received by a site's lines)
+
+
+class InboundFax(Message):
+    """The public view of a received fax, as returned by ``/v1/inbound``."""
+
+    id: str
+    tenant: str | None
+    """The tenant the called number routes to; None: unrouted (visible to admins)."""
+    route: str | None = None
+    """The routing table entry that matched: a number, a prefix (``+3314268*``),
+    ``line:<name>`` or ``*`` (the default route); None when unrouted."""
+    site: str
+    line: str
+    called: str | None = None
+    remote_id: str | None = None
+    pages: int
+    size: int = 0
+    ok: bool
+    """False: a partial or failed reception (``cause`` says why)."""
+    cause: Cause | None = None
+    detail: str | None = None
+    received_at: datetime
+    notify: NotifyTarget = NotifyTarget()
+    notifications: list[str] = Field(default_factory=list)
+    """What became of each notification (delivered, or abandoned and why)."""
+    notified_by: str | None = None
+    """The site whose scheduler delivered a notification (the receiving site's)."""
+
+
+class InboundNotifyOrder(Message):
+    inbound_id: str
+    site: str
     channel: Literal["email", "webhook"]
     target: str

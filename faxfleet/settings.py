@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     render_memory_mb: int = Field(1024, ge=16)
     """Address space the sandboxed renderer may grow by (workers/render/sandbox.py)."""
 
+    # --- inbound faxes (docs/inbound.md) --------------------------------------------------
+    inbound_routes: str = ""
+    """Who gets the faxes this site's lines receive: a JSON object (or the path of a JSON
+    file) mapping a called number (E.164), a number prefix ending in ``*``, ``line:<name>``
+    (lines without DID) or ``*`` (the default route) to ``{"tenant": ..., "email": ...,
+    "callback_url": ...}``. A fax no entry matches is kept unrouted, for admins."""
+    inbound_retention_seconds: int = Field(30 * 86400, ge=60)
+    """How long a received fax (pages and record) is kept."""
+    inbound_scheduler_site: str | None = None
+    """The site whose scheduler files and notifies the faxes this site receives (default:
+    this site; set it for a site that runs no scheduler)."""
+
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
 

@@ -27,11 +27,13 @@ from faxfleet.messages import (
     PRIORITY_DEFAULT,
     FaxRequest,
     FaxStatus,
+    InboundFax,
     JobState,
     NotifyTarget,
 )
 from faxfleet.settings import get_settings
 from scheduler import intake, states, tasks
+from scheduler.inbound import UnknownInbound
 from scheduler.store import UnknownJob
 
 settings = get_settings()
@@ -303,6 +305,106 @@ def preview_page(job_id: str, page: int, tenant: Tenant) -> Response:
     if tiff is None:
         raise HTTPException(404, f"page {page} of fax {job_id} is no longer stored")
     return Response(page_png(tiff), media_type="image/png")
+
+
+# -- received faxes ----------------------------------------------------------------------
+
+
+def inbound_viewer(x_api_key: Annotated[str | None, Header()] = None) -> str | None:
+    """Whose received faxes a key shows: a tenant key its tenant's, an admin key the
+    unrouted ones (a fax no route matched belongs to no tenant yet)."""
+    if not x_api_key:
+        raise HTTPException(401, "missing X-API-Key header")
+    tenant = settings.tenant_keys.get(x_api_key)
+    if tenant is not None:
+        return tenant
+    if x_api_key in settings.admin_key_set:
+        return None
+    raise HTTPException(401, "unknown API key")
+
+
+InboundViewer = Annotated[str | None, Depends(inbound_viewer)]
+
+
+def _own_inbound(inbound_id: str, viewer: str | None) -> InboundFax:
+    try:
+        fax = tasks.inbound_store().get(inbound_id)
+    except UnknownInbound:
+        raise HTTPException(404, f"no received fax {inbound_id}") from None
+    if fax.tenant != viewer:
+        raise HTTPException(404, f"no received fax {inbound_id}")
+    return fax
+
+
+def _inbound_document(fax: InboundFax) -> bytes:
+    if fax.pages == 0:
+        raise HTTPException(404, f"received fax {fax.id} has no pages")
+    document = tasks.inbound_store().document(fax.id)
+    if document is None:
+        raise HTTPException(404, f"received fax {fax.id} is no longer stored")
+    return document
+
+
+@app.get("/v1/inbound", response_model=list[InboundFax])
+def list_inbound(viewer: InboundViewer, limit: int = 50) -> list[InboundFax]:
+    """Faxes received for the tenant, newest first (with an admin key: the unrouted
+    ones, whose called number matched no route)."""
+    if not 1 <= limit <= 1000:
+        raise HTTPException(422, "limit must be between 1 and 1000")
+    return tasks.inbound_store().list(viewer, limit=limit)
+
+
+@app.get(
+    "/v1/inbound/{inbound_id}.tiff",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/tiff": {}}, "description": "The whole fax, one page a frame"},
+        404: {"model": ErrorBody},
+    },
+)
+def inbound_tiff(inbound_id: str, viewer: InboundViewer) -> Response:
+    """The received fax as one multi-page TIFF, pages as they came off the line."""
+    fax = _own_inbound(inbound_id, viewer)
+    return Response(
+        _inbound_document(fax),
+        media_type="image/tiff",
+        headers={"Content-Disposition": f'attachment; filename="{fax.id}.tiff"'},
+    )
+
+
+@app.get(
+    "/v1/inbound/{inbound_id}/pages/{page}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}},
+)
+def inbound_preview(inbound_id: str, page: int, viewer: InboundViewer) -> Response:
+    """Page ``page`` (1-based) of a received fax as a PNG with square pixels."""
+    fax = _own_inbound(inbound_id, viewer)
+    if not 1 <= page <= fax.pages:
+        raise HTTPException(404, f"received fax {inbound_id} has no page {page}")
+    return Response(page_png(_frame(_inbound_document(fax), page)), media_type="image/png")
+
+
+def _frame(document: bytes, page: int) -> bytes:
+    """Page ``page`` of a multi-page TIFF as a single-page TIFF (for :func:`page_png`)."""
+    with Image.open(io.BytesIO(document)) as image:
+        if page > getattr(image, "n_frames", 1):
+            raise HTTPException(404, f"the stored fax has no page {page}")
+        image.seek(page - 1)
+        image.load()
+        dpi = image.info.get("dpi") or (204, 196)
+        out = io.BytesIO()
+        image.save(out, format="TIFF", dpi=dpi)
+    return out.getvalue()
+
+
+@app.get(
+    "/v1/inbound/{inbound_id}", response_model=InboundFax, responses={404: {"model": ErrorBody}}
+)
+def get_inbound(inbound_id: str, viewer: InboundViewer) -> InboundFax:
+    """One received fax: who sent it (station id), the number and line it came in on,
+    pages, whether it arrived whole, and what became of its notifications."""
+    return _own_inbound(inbound_id, viewer)
 
 
 # -- sites and groups: relayed to the routing service's admin API ----------------------

@@ -17,7 +17,7 @@ from email.utils import formatdate, make_msgid
 
 import httpx
 
-from faxfleet.messages import FaxStatus, JobState, RecipientStatus
+from faxfleet.messages import FaxStatus, InboundFax, JobState, RecipientStatus
 from faxfleet.settings import Settings
 from faxfleet.signing import signature_headers
 
@@ -160,7 +160,11 @@ def render_email(status: FaxStatus, site: str) -> EmailMessage:
 
 def send_email(settings: Settings, to: str, status: FaxStatus, site: str) -> None:
     """Mail the result of ``status`` to ``to`` through the configured SMTP relay."""
-    msg = render_email(status, site)
+    send_message(settings, to, render_email(status, site))
+
+
+def send_message(settings: Settings, to: str, msg: EmailMessage) -> None:
+    """Address ``msg`` to ``to`` and hand it to the configured SMTP relay (one attempt)."""
     try:
         msg["From"] = settings.smtp_from
         msg["To"] = to
@@ -237,11 +241,15 @@ def callback_body(status: FaxStatus, site: str) -> bytes:
 
 def post_callback(settings: Settings, url: str, status: FaxStatus, site: str) -> int:
     """POST the signed ``fax.settled`` callback to ``url``; return the 2xx status code."""
-    body = callback_body(status, site)
+    return post_signed(settings, url, callback_body(status, site), {JOB_HEADER: status.id})
+
+
+def post_signed(settings: Settings, url: str, body: bytes, extra: dict[str, str]) -> int:
+    """POST ``body`` (JSON) signed with the webhook secret; return the 2xx status code."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        JOB_HEADER: status.id,
+        **extra,
         **signature_headers(settings.webhook_secret, body),
     }
     try:
@@ -261,3 +269,80 @@ def post_callback(settings: Settings, url: str, status: FaxStatus, site: str) ->
     # 408 (request timeout) and 429 (too many requests) are the 4xx worth retrying.
     retryable = code >= 500 or code in (408, 429)
     raise NotifyError(reason, retryable=retryable)
+
+
+# ----------------------------------------------------------------------------------------
+# Received faxes
+
+
+EVENT_RECEIVED = "fax.received"
+INBOUND_HEADER = "X-Faxfleet-Inbound"
+
+
+def _received_summary(fax: InboundFax) -> list[str]:
+    outcome = "received" if fax.ok else "partly received"
+    lines = [
+        f"Fax {fax.id}: {outcome}, {_plural(fax.pages, 'page')}",
+        "",
+        f"From:       {fax.remote_id or 'unknown (no station id)'}",
+        f"To:         {fax.called or '-'}",
+        f"Pages:      {fax.pages}",
+        f"Line:       {fax.line} (site {fax.site})",
+        f"Received:   {fax.received_at.isoformat(timespec='seconds')}",
+    ]
+    if fax.tenant:
+        lines.append(f"Tenant:     {fax.tenant}")
+    if not fax.ok:
+        lines.append(f"Cause:      {fax.cause.value if fax.cause else 'unknown'}")
+        if fax.detail:
+            lines.append(f"Detail:     {fax.detail}")
+        lines += [
+            "",
+            "The call ended before the sender finished: the pages that arrived are "
+            "attached. The sender may not know the fax is incomplete.",
+        ]
+    return lines
+
+
+def render_inbound_email(fax: InboundFax, document: bytes | None, site: str) -> EmailMessage:
+    """The mail announcing a received fax, the whole fax attached as one TIFF."""
+    lines = _received_summary(fax)
+    if document is None and fax.pages:
+        lines += ["", "The fax itself is no longer stored and could not be attached."]
+    lines += ["", f"This notification was sent from site {site} of the faxfleet."]
+    msg = EmailMessage()
+    sender = fax.remote_id or "unknown sender"
+    partial = "" if fax.ok else f" (incomplete: {fax.cause.value if fax.cause else 'cut off'})"
+    msg["Subject"] = f"Fax from {sender}: {_plural(fax.pages, 'page')}{partial}"
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = make_msgid(idstring=fax.id, domain="faxfleet.invalid")
+    msg[INBOUND_HEADER] = fax.id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content("\n".join(lines) + "\n")
+    if document:
+        msg.add_attachment(document, maintype="image", subtype="tiff", filename=f"{fax.id}.tiff")
+    return msg
+
+
+def send_inbound_email(
+    settings: Settings, to: str, fax: InboundFax, document: bytes | None, site: str
+) -> None:
+    """Mail a received fax to ``to`` (one attempt; raises :class:`NotifyError`)."""
+    send_message(settings, to, render_inbound_email(fax, document, site))
+
+
+def inbound_callback_body(fax: InboundFax, site: str) -> bytes:
+    """The JSON body of the ``fax.received`` callback; the fax itself is fetched from
+    ``document`` (``GET /v1/inbound/{id}.tiff`` with the tenant's key)."""
+    document = {
+        "event": EVENT_RECEIVED,
+        "fax": fax.model_dump(mode="json", exclude={"notifications"}),
+        "document": f"/v1/inbound/{fax.id}.tiff",
+        "notified_by": site,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def post_inbound_callback(settings: Settings, url: str, fax: InboundFax, site: str) -> int:
+    """POST the signed ``fax.received`` callback to ``url``; return the 2xx status code."""
+    return post_signed(settings, url, inbound_callback_body(fax, site), {INBOUND_HEADER: fax.id})

@@ -23,6 +23,8 @@ from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
     EventEnvelope,
+    InboundNotifyOrder,
+    InboundReceived,
     NotifyOrder,
     RenderDone,
     RenderFailed,
@@ -31,7 +33,7 @@ from faxfleet.messages import (
     Unroutable,
 )
 from faxfleet.runtime import runtime
-from scheduler import lifecycle, notify
+from scheduler import inbound, lifecycle, notify
 from scheduler.lifecycle import Changed, Effect, Lifecycle, Notify, Render, Route
 from scheduler.store import Draft, JobStore, UnknownJob
 
@@ -140,6 +142,8 @@ def apply(
 def event(self: Task, envelope: dict[str, Any]) -> None:
     """Apply one lifecycle event from a renderer, the router or a site worker."""
     ev = EventEnvelope.model_validate(envelope).event
+    if isinstance(ev, InboundReceived):
+        return file_inbound(ev)
     m = machine()
     handler: Callable[[Draft], list[Effect]]
     match ev:
@@ -203,8 +207,127 @@ def deliver(self: Task, order: dict[str, Any]) -> None:
     store().update(o.job_id, record)
 
 
+# -- received faxes ---------------------------------------------------------------------
+
+INBOUND_NOTIFY_TASK = "faxfleet.notify-inbound"
+"""Sent and run by the scheduler only (on the filing site's notify queue)."""
+
+
+@lru_cache(maxsize=1)
+def inbound_store() -> inbound.InboundStore:
+    return inbound.InboundStore(rt.redis, settings.inbound_retention_seconds)
+
+
+@lru_cache(maxsize=1)
+def inbound_routes() -> inbound.RouteTable:
+    return inbound.RouteTable.parse(settings.inbound_routes, settings.default_region)
+
+
+def file_inbound(ev: InboundReceived) -> None:
+    """Route a received fax by the number it called, store it, queue its notifications."""
+    try:
+        match = inbound_routes().route(ev.called, ev.line)
+    except inbound.RoutesError as exc:  # keep the fax (unrouted) rather than lose it
+        log.error("inbound routes unusable", inbound=ev.inbound_id, error=str(exc))
+        match = None
+    fax = inbound.file_record(ev, match)
+    if inbound_store().add(fax):
+        log.info(
+            "fax filed",
+            inbound=fax.id,
+            site=fax.site,
+            line=fax.line,
+            called=fax.called,
+            tenant=fax.tenant,
+            route=fax.route,
+            pages=fax.pages,
+            ok=fax.ok,
+        )
+        if fax.tenant is None:
+            log.warning("received fax matches no route: kept unrouted", inbound=fax.id)
+    fax = inbound_store().get(fax.id)
+    if not inbound.should_notify(fax) or not inbound_store().claim_notifications(fax.id):
+        return
+    for channel, target in (("email", fax.notify.email), ("webhook", fax.notify.callback_url)):
+        if not target:
+            continue
+        order = InboundNotifyOrder(
+            inbound_id=fax.id,
+            site=settings.site,
+            channel=channel,  # type: ignore[arg-type]
+            target=target,
+        )
+        names.send(
+            app,
+            INBOUND_NOTIFY_TASK,
+            "order",
+            order,
+            names.notify_queue(settings.site),
+            names.EVENT_PRIORITY,
+        )
+
+
+@app.task(name=INBOUND_NOTIFY_TASK, bind=True, max_retries=None, acks_late=True)
+def deliver_inbound_notice(self: Task, order: dict[str, Any]) -> None:
+    """Deliver one notification of a received fax, retrying as result notices do."""
+    o = InboundNotifyOrder.model_validate(order)
+    site = settings.site
+    try:
+        fax = inbound_store().get(o.inbound_id)
+    except inbound.UnknownInbound:
+        log.warning("notification for a received fax no longer kept", inbound=o.inbound_id)
+        return
+    try:
+        if o.channel == "email":
+            document = inbound_store().document(o.inbound_id)
+            notify.send_inbound_email(settings, o.target, fax, document, site)
+        else:
+            notify.post_inbound_callback(settings, o.target, fax, site)
+    except notify.NotifyError as exc:
+        attempt = self.request.retries + 1
+        if exc.retryable and attempt < settings.notify_max_attempts:
+            delay = settings.scaled(settings.notify_backoff_seconds) * (2 ** (attempt - 1))
+            log.warning(
+                "notification failed, will retry",
+                inbound=o.inbound_id,
+                site=site,
+                channel=o.channel,
+                attempt=attempt,
+                delay=round(delay, 3),
+                error=str(exc),
+            )
+            raise self.retry(countdown=delay, exc=exc) from exc
+        reason = f"{o.channel} notification to {o.target} failed: {exc}"
+        log.error("notification abandoned", inbound=o.inbound_id, site=site, error=reason)
+        inbound_store().update(
+            o.inbound_id,
+            lambda f: f.model_copy(update={"notifications": [*f.notifications, reason]}),
+        )
+        return
+    log.info("notified", inbound=o.inbound_id, site=site, channel=o.channel, target=o.target)
+    done = f"{o.channel} notification delivered to {o.target}"
+    inbound_store().update(
+        o.inbound_id,
+        lambda f: f.model_copy(
+            update={"notified_by": site, "notifications": [*f.notifications, done]}
+        ),
+    )
+
+
 def set_cancel_flag(job_id: str) -> None:
     store().r.set(keys.cancel_flag(job_id), "1", ex=settings.retention_seconds)
 
 
-__all__ = ["app", "apply", "deliver", "event", "lifecycle", "perform", "set_cancel_flag", "store"]
+__all__ = [
+    "app",
+    "apply",
+    "deliver",
+    "deliver_inbound_notice",
+    "event",
+    "file_inbound",
+    "inbound_store",
+    "lifecycle",
+    "perform",
+    "set_cancel_flag",
+    "store",
+]
