@@ -197,3 +197,21 @@ def test_hylafax_receives_every_fine_page_with_no_bad_lines(tmp_path: Path) -> N
         assert all(lines >= 2292 for lines in fax.lines)
         assert "RECV FAX" in fax.log.read_text()
     print(f"\nefax -> HylaFAX, 2 fine pages: {call:.1f} s call, HylaFAX per page {fax.seconds} s")
+
+
+@pytest.mark.realline
+@pytest.mark.timeout(240)
+def test_efax_on_b_sends_to_whatever_answers_on_modem_a(tmp_path: Path) -> None:
+    """The direction faxfleet's own receiving side is tested in: the far end dials A."""
+    page = _page(tmp_path, Resolution.STANDARD, "standard.tif")
+    with SoftLine(far_end=None) as line:
+        on_a = line.add_receiver("efax", "a")
+        line.wait_ready()
+        report = line.send_efax([page], from_modem="b")
+        assert report.ok and report.pages_sent == 1
+        deadline = time.monotonic() + 30
+        while not (faxes := on_a.received()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (fax,) = faxes
+        assert fax.pages == 1 and fax.bad_lines == (0,)
+        _assert_same_page(page, fax.files[0])
