@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,9 @@ class ProcessGroup:
 
     def __init__(self) -> None:
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        # The efax receiver restarts efax from its own thread while the caller starts
+        # senders: the list of what to stop must not lose either.
+        self._lock = threading.Lock()
 
     def start(
         self, name: str, argv: Sequence[str], log: Path, *, cwd: Path | None = None
@@ -35,7 +39,8 @@ class ProcessGroup:
                 cwd=cwd,
                 start_new_session=True,
             )
-        self._procs.append((name, proc))
+        with self._lock:
+            self._procs.append((name, proc))
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -52,20 +57,26 @@ class ProcessGroup:
                     _wait_exit(proc, timeout)
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
-        self._procs = [(n, p) for n, p in self._procs if p is not proc]
+        with self._lock:
+            self._procs = [(n, p) for n, p in self._procs if p is not proc]
 
     def stop_all(self) -> None:
-        for _, proc in reversed(list(self._procs)):
+        with self._lock:
+            procs = list(self._procs)
+        for _, proc in reversed(procs):
             self.stop(proc)
 
     def pids(self) -> list[int]:
         """Process ids of everything started and not yet stopped."""
-        return [proc.pid for _, proc in self._procs]
+        with self._lock:
+            return [proc.pid for _, proc in self._procs]
 
     def dead(self) -> list[tuple[str, int]]:
         """Name and exit status of every tracked process that has exited (not reaped)."""
         found = []
-        for name, proc in self._procs:
+        with self._lock:
+            procs = list(self._procs)
+        for name, proc in procs:
             status = exit_status(proc)
             if status is not None:
                 found.append((name, status))
