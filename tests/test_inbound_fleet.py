@@ -42,6 +42,7 @@ pytestmark = pytest.mark.fleet
 
 ACME, GLOBEX, ADMIN = "acme-key", "globex-key", "admin-key"
 DID_ACME = "+33142685300"
+DID_BAD_HOOK = "+33142685301"
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,7 @@ def site(
             "callback_url": webhook_receiver.url,
         },
         "line:paris-4": {"tenant": "globex", "email": "fax@globex.example"},
+        DID_BAD_HOOK: {"tenant": "acme", "callback_url": "ftp://hooks.acme.example/fax"},
     }
     env = {
         **FAST_FLEET_ENV,
@@ -307,3 +309,32 @@ def test_cli_lists_shows_and_saves(
         cli, ["--api", fleet.api_url, "--api-key", GLOBEX, "inbound", "get", inbound_id], obj={}
     )
     assert missing.exit_code == 1 and "404" in missing.output
+
+
+def test_callback_is_retried_until_the_receiver_answers(
+    site: tuple[Fleet, Runtime], pages: list[bytes], webhook_receiver: Receiver
+) -> None:
+    _, rt = site
+    with webhook_receiver.cond:
+        webhook_receiver.fail_next = 2
+    inbound_id = _deliver(rt, pages[:1])
+    calls = webhook_receiver.wait_for(
+        lambda c: c.get("body", {}).get("fax", {}).get("id") == inbound_id
+    )
+    assert calls and calls[0]["verified"]
+    assert webhook_receiver.fail_next == 0
+
+
+def test_a_callback_that_cannot_work_is_abandoned_and_recorded(
+    site: tuple[Fleet, Runtime], pages: list[bytes]
+) -> None:
+    fleet, rt = site
+    inbound_id = _deliver(rt, pages[:1], called=DID_BAD_HOOK)
+    deadline = time.monotonic() + 20
+    fax = _filed(fleet, inbound_id, ACME)
+    while not fax.notifications and time.monotonic() < deadline:
+        time.sleep(0.1)
+        fax = _filed(fleet, inbound_id, ACME)
+    (note,) = fax.notifications
+    assert note.startswith("webhook notification to ftp://hooks.acme.example/fax failed")
+    assert fax.notified_by is None
