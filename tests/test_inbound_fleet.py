@@ -34,6 +34,8 @@ from faxfleet.redis_server import RedisServer, free_port
 from faxfleet.runtime import Runtime
 from faxfleet.settings import Settings
 from tests.conftest import FAST_FLEET_ENV, Receiver, SmtpServer
+from workers.fax.t30 import loopback
+from workers.fax.t30.engine import Config, Engine
 from workers.inbound import deliver_inbound
 from workers.render.pipeline import Coding, render_documents
 from workers.render.tiff import read_pages
@@ -338,3 +340,58 @@ def test_a_callback_that_cannot_work_is_abandoned_and_recorded(
     (note,) = fax.notifications
     assert note.startswith("webhook notification to ftp://hooks.acme.example/fax failed")
     assert fax.notified_by is None
+
+
+class _CarrierLostAfter(loopback.Faults):
+    """The line goes dead after ``pages`` pages of page data."""
+
+    def __init__(self, pages: int) -> None:
+        self.left = pages
+
+    def data(self, kind: str, mod: int, data: bytes) -> bytes | None:
+        if kind == "page":
+            self.left -= 1
+            if self.left < 0:
+                return None
+        return data
+
+
+@pytest.mark.parametrize("cut_after", [None, 2])
+def test_a_call_received_by_the_t30_engine_reaches_the_tenant(
+    site: tuple[Fleet, Runtime],
+    pages: list[bytes],
+    smtp_server: SmtpServer,
+    cut_after: int | None,
+) -> None:
+    """A far end sends the four pages to faxfleet's own T.30 receiver (the in-memory line,
+    about a minute of line time); what the receiver kept is handed over as a line would,
+    and reaches the tenant's mailbox page for page."""
+    fleet, rt = site
+    sender = Engine.sender(Config(ident="+33 1 99 88 77 66"), pages)
+    receiver = Engine.receiver(Config(ident=DID_ACME))
+    faults = _CarrierLostAfter(cut_after) if cut_after is not None else None
+    call = loopback.run(sender, receiver, faults).receiver
+    inbound_id = deliver_inbound(
+        rt.redis,
+        rt,
+        site="paris",
+        line="paris-2",
+        called=DID_ACME,
+        remote_id=call.remote_id,
+        pages=receiver.received,
+        ok=call.ok,
+        cause=call.cause,
+        detail=call.detail,
+    )
+    fax = _filed(fleet, inbound_id, ACME)
+    expected = pages if cut_after is None else pages[:cut_after]
+    assert (fax.pages, fax.ok, fax.remote_id) == (
+        len(expected),
+        cut_after is None,
+        "+33 1 99 88 77 66",
+    )
+    if cut_after is not None:
+        assert fax.cause is Cause.REMOTE_DISCONNECTED
+    mail = _mail(smtp_server, inbound_id)
+    (attachment,) = list(mail.iter_attachments())
+    assert _bitmaps(attachment.get_content()) == [_bitmaps(p)[0] for p in expected]
