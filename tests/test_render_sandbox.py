@@ -8,9 +8,12 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -123,6 +126,9 @@ def test_settings_defaults() -> None:
     settings = Settings()
     assert settings.render_timeout_seconds == 120
     assert settings.render_memory_mb == 1024
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _children(parent: int | None = None, name: str | None = None) -> set[int]:
@@ -248,10 +254,14 @@ def test_many_jobs_leave_no_growth_behind() -> None:
     assert _status(zygote, "VmRSS") <= rss + 2048  # KiB: the zygote does not grow
 
 
-def test_a_warm_job_starts_in_milliseconds() -> None:
+def test_a_warm_job_costs_less_than_starting_the_renderer() -> None:
+    """The point of the zygote: a job is a fork, not a new interpreter loading PDFium."""
     _zygote()
     _renders_fine()
     started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import workers.render.pipeline"], cwd=ROOT, check=True)
+    cold_start = time.perf_counter() - started
+    started = time.perf_counter()
     for _ in range(5):
         _renders_fine()
-    assert (time.perf_counter() - started) / 5 < 0.5  # a fresh interpreter alone is ~0.1 s
+    assert (time.perf_counter() - started) / 5 < cold_start

@@ -224,22 +224,45 @@ def _screen(size: tuple[int, int], resolution: Resolution) -> Image.Image:
     return Image.frombytes("L", size, data)
 
 
-def photo_mask(gray: Image.Image) -> Image.Image | None:
-    """Where ``gray`` is photographic ("L", 255 = halftone), or None when nowhere is.
+BAND_ROWS = PHOTO_TILE * 8
+"""Rows made bilevel at a time. A page goes through in bands so that only one band's
+intermediate images exist at once: far less fresh memory per page, which is what a job
+process (forked for every job, see :mod:`.sandbox`) pays for page by page."""
 
-    A tile counts only inside a block of at least 3 x 3 photographic tiles (a
-    morphological opening of the tile map): a lone tile of a noisy scan whose grey text
-    crosses the share is text, and screening it would fray its letters. A picture smaller
-    than about 12 mm is thresholded like line art.
+
+def _photo_tiles(gray: Image.Image) -> Image.Image | None:
+    """One pixel per tile of ``gray``, 255 where the tile is photographic; None if none is.
+
+    A tile is photographic when more than :data:`PHOTO_SHARE` of its pixels are mid-grey,
+    and only inside a block of at least 3 x 3 such tiles (a morphological opening of the
+    tile map): a lone tile of a noisy scan whose grey text crosses the share is text, and
+    screening it would fray its letters. A picture smaller than about 12 mm is thresholded
+    like line art.
     """
-    shares = gray.point(_MID_LUT).reduce(PHOTO_TILE)
+    width, height = gray.size
+    shares = Image.new("L", (-(-width // PHOTO_TILE), -(-height // PHOTO_TILE)))
+    for top in range(0, height, BAND_ROWS):
+        band = gray.crop((0, top, width, min(height, top + BAND_ROWS)))
+        shares.paste(band.point(_MID_LUT).reduce(PHOTO_TILE), (0, top // PHOTO_TILE))
     tiles = shares.point(_PHOTO_LUT)
     if tiles.getbbox() is None:
         return None
     tiles = tiles.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
-    if tiles.getbbox() is None:
-        return None
-    return tiles.resize(gray.size, Image.Resampling.NEAREST)
+    return tiles if tiles.getbbox() is not None else None
+
+
+def _tiles_to_pixels(tiles: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A tile map blown up to pixels: pixel (x, y) shows tile (x // 32, y // 32)."""
+    full = tiles.resize(
+        (tiles.width * PHOTO_TILE, tiles.height * PHOTO_TILE), Image.Resampling.NEAREST
+    )
+    return full.crop((0, 0, *size))
+
+
+def photo_mask(gray: Image.Image) -> Image.Image | None:
+    """Where ``gray`` is photographic ("L", 255 = halftone), or None when nowhere is."""
+    tiles = _photo_tiles(gray)
+    return None if tiles is None else _tiles_to_pixels(tiles, gray.size)
 
 
 def halftone(gray: Image.Image, resolution: Resolution) -> Image.Image:
@@ -249,18 +272,16 @@ def halftone(gray: Image.Image, resolution: Resolution) -> Image.Image:
     every dot into specks, which costs more CCITT bits than the detail is worth at fax
     resolution. (A 3 x 3 box blur did the same job at seven times the cost.)
     """
-    return _screened(gray, (0, 0, *gray.size), resolution)
+    return _screened(gray, (0, 0), resolution)
 
 
-def _screened(
-    gray: Image.Image, box: tuple[int, int, int, int], resolution: Resolution
-) -> Image.Image:
-    """The part ``box`` of ``gray`` screened, with the screen in phase with the whole page."""
-    part = gray if box == (0, 0, *gray.size) else gray.crop(box)
+def _screened(part: Image.Image, origin: tuple[int, int], resolution: Resolution) -> Image.Image:
+    """``part`` of a page, whose top left is at ``origin`` on the page, screened with the
+    screen in phase with the whole page."""
     smooth = part.reduce(2).resize(part.size, Image.Resampling.NEAREST)
-    screen = _screen(_screen_size(gray.size), Resolution(resolution))
-    if screen.size != part.size or box[:2] != (0, 0):
-        screen = screen.crop(box)
+    left, top = origin
+    screen = _screen(_screen_size((left + part.width, top + part.height)), Resolution(resolution))
+    screen = screen.crop((left, top, left + part.width, top + part.height))
     below = ImageChops.subtract(screen, smooth)
     return below.point(_INK_WHERE_POSITIVE, "1")
 
@@ -270,17 +291,32 @@ def _screen_size(size: tuple[int, int]) -> tuple[int, int]:
     return (max(size[0], FAX_WIDTH_PX), max(size[1], 2292))
 
 
-def to_bilevel(gray: Image.Image, resolution: Resolution) -> Image.Image:
-    """Threshold text and line art; halftone the tiles that are photographs.
+def bilevel_rows(gray: Image.Image, resolution: Resolution) -> bytes:
+    """:func:`to_bilevel` as packed fax rows: MSB first, a set bit is black.
 
-    Only the box around the photographic tiles is blurred and screened, so a page with a
-    small picture pays for the picture, not for the page.
+    Made band by band (:data:`BAND_ROWS`): threshold, screen the photographic tiles of the
+    band, pack. Only the box around a band's photographic tiles is averaged and screened,
+    so a page with a small picture pays for the picture, not for the page.
     """
-    ink = gray.point(_THRESHOLD_LUT, "1")
-    mask = photo_mask(gray)
-    if mask is None:
-        return ink
-    box = mask.getbbox()
-    assert box is not None
-    ink.paste(_screened(gray, box, resolution), box[:2], mask.crop(box))
-    return ink
+    width, height = gray.size
+    tiles = _photo_tiles(gray)
+    rows: list[bytes] = []
+    for top in range(0, height, BAND_ROWS):
+        bottom = min(height, top + BAND_ROWS)
+        band = gray.crop((0, top, width, bottom))
+        ink = band.point(_THRESHOLD_LUT, "1")
+        if tiles is not None:
+            band_tiles = tiles.crop((0, top // PHOTO_TILE, tiles.width, -(-bottom // PHOTO_TILE)))
+            if band_tiles.getbbox() is not None:
+                mask = _tiles_to_pixels(band_tiles, band.size)
+                box = mask.getbbox()
+                assert box is not None
+                screened = _screened(band.crop(box), (box[0], top + box[1]), resolution)
+                ink.paste(screened, box[:2], mask.crop(box))
+        rows.append(ink.tobytes("raw", "1;I"))  # inverted: black pixels become set bits
+    return b"".join(rows)
+
+
+def to_bilevel(gray: Image.Image, resolution: Resolution) -> Image.Image:
+    """Threshold text and line art; halftone the tiles that are photographs (mode "1")."""
+    return Image.frombytes("1", gray.size, bilevel_rows(gray, resolution), "raw", "1;I")

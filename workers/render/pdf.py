@@ -19,8 +19,9 @@ from PIL import Image
 
 from faxfleet.kinds import Resolution
 
-from .bitmap import FAX_WIDTH_PX, fitted_size, to_bilevel
+from .bitmap import FAX_WIDTH_PX, bilevel_rows, fitted_size
 from .errors import DocumentError
+from .tiff import FaxBitmap
 
 _POINTS_PER_INCH = 72
 _WHITE = (255, 255, 255, 255)
@@ -72,6 +73,10 @@ class PdfSource:
             yield self.page(index)
 
     def page(self, index: int) -> Image.Image:
+        return self.bitmap(index).to_image()
+
+    def bitmap(self, index: int) -> FaxBitmap:
+        """Page ``index`` as packed fax rows, without a bilevel image in between."""
         try:
             page = self._pdf[index]
         except pdfium.PdfiumError as exc:
@@ -90,9 +95,7 @@ class PdfSource:
         finally:
             page.close()
 
-    def _draw(
-        self, page: pdfium.PdfPage, across: int, rows: int, *, landscape: bool
-    ) -> Image.Image:
+    def _draw(self, page: pdfium.PdfPage, across: int, rows: int, *, landscape: bool) -> FaxBitmap:
         """Draw ``page`` into ``across`` x ``rows`` pixels, centred on a white fax-wide grey
         bitmap, and make it bilevel.
 
@@ -108,8 +111,9 @@ class PdfSource:
             pdfium_c.FPDF_RenderPageBitmap(bitmap, page, *place, _FLAGS)
             if page.formenv:
                 pdfium_c.FPDF_FFLDraw(page.formenv, bitmap, page, *place, _FLAGS)
-            # The grey image shares PDFium's buffer; the bilevel page is a new image.
-            return to_bilevel(bitmap.to_pil(), self._resolution)
+            # The grey image shares PDFium's buffer; the bilevel rows are a copy.
+            bits = bilevel_rows(bitmap.to_pil(), self._resolution)
+            return FaxBitmap(FAX_WIDTH_PX, rows, bits)
         finally:
             bitmap.close()
 

@@ -61,6 +61,14 @@ def _encode_stored(
     )
 
 
+def _bitmap(source: PageSource, index: int) -> FaxBitmap:
+    """Page ``index`` as fax rows: straight from readers that make rows (PDF), else packed
+    from the page image."""
+    if isinstance(source, PdfSource):
+        return source.bitmap(index)
+    return FaxBitmap.from_image(source.page(index))
+
+
 class OpenedJob:
     """A fax's documents, opened and counted, ready to draw: all or a share of the pages.
 
@@ -102,7 +110,7 @@ class OpenedJob:
                         if current % of == mine:
                             pages.append(
                                 encode_bitmap(
-                                    FaxBitmap.from_image(source.page(index)),
+                                    _bitmap(source, index),
                                     self.resolution,
                                     self.coding,
                                     page_number=current,
