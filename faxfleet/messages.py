@@ -403,6 +403,8 @@ class LineStatus(Message):
     job_id: str | None = None
     recipient: int | None = None
     since: datetime | None = None
+    reason: str | None = None
+    """Why a line is out of service (its modem failed its probe or stopped responding)."""
 
 
 class SiteStatus(Message):
