@@ -276,6 +276,11 @@ def test_call_with_no_page_is_filed_failed_and_not_mailed(
     assert not rt.redis.exists(keys.inbound_fax(inbound_id))
     marker = _deliver(rt, _one_page())
     _mail(smtp_server, marker)
+    # The marker page is standard resolution: its preview has its rows doubled.
+    with FaxClient(fleet.api_url, ACME) as client:
+        png = client.inbound_preview(marker, 1)
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.size == (1728, 2 * 1146)
     assert not [
         m for _, _, m in smtp_server.inbox.messages if m["X-Faxfleet-Inbound"] == inbound_id
     ]
