@@ -790,6 +790,9 @@ def print_result(res: Result, grace: float) -> None:
             f"  priority inversions ({label} while a more urgent fax had waited > "
             f"{grace * 1000:.0f} ms): {len(found)}"
         )
+        if found:
+            moments = [(i.started.started if at_start else i.started.claimed) for i in found]
+            print(f"    all within the first {max(moments) - first(res):.2f} s of the backlog")
         if at_start and found:
             after = sum(1 for i in found if i.passed_over.enqueued >= i.started.claimed)
             print(
@@ -832,6 +835,22 @@ def print_result(res: Result, grace: float) -> None:
         )
         for a, b in t.exact[:5]:
             print(f"    {a} handed out while {b} waited")
+    print()
+
+
+def print_summary(results: list[Result], grace: float) -> None:
+    """One line per run against the targets: >= 99% of line time busy under backlog, and
+    no less urgent fax started while a more urgent one waited."""
+    print(f"summary (targets: utilisation >= 99%, 0 inversions; grace {grace * 1000:.0f} ms)")
+    for res in results:
+        exact = f", by the dispatcher {len(res.trace.exact)}" if res.trace else ""
+        print(
+            f"  {res.scenario.name:<32} mean call {res.mean_call:4.2f} s  "
+            f"utilisation {res.util.ratio():6.2%}  "
+            f"gap {statistics.fmean(g.idle for g in res.util.gaps) * 1000:5.0f} ms  "
+            f"inversions handed out {len(inversions(res.calls, grace, at_start=False))}, "
+            f"call started {len(inversions(res.calls, grace, at_start=True))}{exact}"
+        )
     print()
 
 
@@ -906,6 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for res in results:
         print_result(res, grace)
+    print_summary(results, grace)
     print(f"total {time.monotonic() - began:.0f} s; logs kept in {log_dir}")
     return 0
 
