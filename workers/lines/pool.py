@@ -58,6 +58,19 @@ class LinePool:
                     return line
         return None
 
+    def claim(self, line: Line, job_id: str) -> bool:
+        """Mark this very line busy (an inbound call on it), if it is free and in service."""
+        with self._lock:
+            if line.name in self._busy or not self._in_service(line.name):
+                return False
+            self._busy[line.name] = (job_id, 0, now())
+            return True
+
+    def idle(self, name: str) -> bool:
+        """Whether the line is free and in service."""
+        with self._lock:
+            return name not in self._busy and self._in_service(name)
+
     def _in_service(self, name: str) -> bool:
         return (
             name not in self._out_of_service
