@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     """Divides the line time of emulated lines (100: a 40 s page takes 0.4 s)."""
     modem_probe_seconds: float = Field(60.0, gt=0)
     """How often a modem line out of service is probed again."""
+    emulator_answer: bool = False
+    """Emulated lines also answer inbound calls while idle (as modems with ``answer``)."""
+    emulator_did: str | None = None
+    """The called number reported for faxes emulated lines receive."""
     sim_dial_seconds: float = 0.5
     sim_page_seconds: float = 1.0
 

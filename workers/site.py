@@ -36,9 +36,14 @@ from faxfleet.messages import (
 )
 from faxfleet.runtime import runtime
 from faxfleet.settings import get_settings
-from workers.lines.base import Call, SendReport
+from workers.inbound import deliver_inbound
+from workers.lines.answer import Listener, Reception
+from workers.lines.base import Call, Line, SendReport
+from workers.lines.class1 import Class1ModemLine
+from workers.lines.emulated import EmulatedLine
+from workers.lines.factory import LineFactory
 from workers.lines.pool import LinePool
-from workers.lines.simulated import SimulatedLine, SimulatedNetwork
+from workers.lines.simulated import SimulatedNetwork
 from workers.lines.stats import LineStats
 from workers.render.header import header_text, stamp_header
 
@@ -58,24 +63,72 @@ def _network() -> SimulatedNetwork:
     return SimulatedNetwork(_redis())
 
 
-def _make_line(index: int) -> SimulatedLine:
-    prefix = settings.line_prefix or settings.site
-    return SimulatedLine(
-        name=f"{prefix}-{index + 1}",
-        site=settings.site,
-        network=_network(),
-        dial_seconds=settings.sim_dial_seconds,
-        page_seconds=settings.sim_page_seconds,
-    )
+@lru_cache(maxsize=1)
+def _factory() -> LineFactory:
+    return LineFactory(settings, _network())
+
+
+def _make_line(index: int) -> Line:
+    return _factory().make(index)
 
 
 @lru_cache(maxsize=1)
 def pool() -> LinePool:
-    return LinePool([_make_line(i) for i in range(settings.lines)])
+    """The site's lines (``line_kind``); modem lines are probed before the first call
+    and re-probed in the background while out of service."""
+    lines = LinePool(_factory().initial())
+    if settings.line_kind == "modem":
+        in_service = lines.probe_all()
+        log.info("modems probed", site=settings.site, **{k: str(v) for k, v in in_service.items()})
+        lines.start_reprobing(settings.modem_probe_seconds)
+    _start_listeners(lines)
+    return lines
+
+
+def _start_listeners(lines: LinePool) -> list[Listener]:
+    """Inbound answering on the lines configured to answer (Class 1 modems with
+    ``answer``; emulated lines with ``emulator_answer``)."""
+    listeners = []
+    if settings.line_kind == "modem":
+        answering = {m.name: m.did for m in settings.modems if m.answer}
+        for line in lines.lines():
+            if isinstance(line, Class1ModemLine) and line.name in answering:
+                listeners.append(
+                    Listener(lines, line, line, _deliver, did=answering[line.name]).start()
+                )
+    elif settings.line_kind == "emulated" and settings.emulator_answer:
+        for line in lines.lines():
+            if isinstance(line, EmulatedLine):
+                listeners.append(
+                    Listener(
+                        lines, line, line.modem_line, _deliver, did=settings.emulator_did
+                    ).start()
+                )
+    return listeners
+
+
+def _deliver(reception: Reception) -> None:
+    """A fax one of our lines received: to the scheduler, through the inbound store."""
+    fax_id = deliver_inbound(
+        _redis(),
+        rt,
+        site=settings.site,
+        line=reception.line,
+        called=reception.called,
+        remote_id=reception.remote_id,
+        pages=reception.pages,
+        ok=reception.ok,
+        cause=reception.cause,
+        detail=reception.detail,
+    )
+    log.info("inbound fax delivered", site=settings.site, line=reception.line, inbound=fax_id)
 
 
 def follow_line_count() -> None:
-    """Apply the line count an administrator set for this site, if any."""
+    """Apply the line count an administrator set for this site, if any (modem sites
+    have the modems they are configured with)."""
+    if not _factory().resizable:
+        return
     raw = _redis().get(keys.site_lines(settings.site))
     if raw is not None and int(raw) != len(pool()):
         log.info("lines changed", site=settings.site, lines=int(raw))
@@ -122,8 +175,9 @@ def _publisher() -> None:
 
 @signals.worker_ready.connect
 def _start_publishing(**_: Any) -> None:
+    lines = pool()  # build (and probe) the lines before the first status goes out
     threading.Thread(target=_publisher, name="site-status", daemon=True).start()
-    log.info("site worker ready", site=settings.site, lines=settings.lines)
+    log.info("site worker ready", site=settings.site, kind=settings.line_kind, lines=len(lines))
 
 
 @signals.worker_shutting_down.connect
