@@ -479,11 +479,12 @@ _WARM_UP_PDF = (
 
 
 def _warm_up() -> None:
-    """Render one page of each kind at each resolution and coding, here, once.
+    """Render one page of each kind at each resolution, and code one in every coding.
 
     Everything a first page loads (PDFium's fonts, the text font, the halftone screens,
     libtiff's codecs and the ctypes prototypes) is then in the zygote, and every job
-    forked from it starts with it loaded instead of loading it again.
+    forked from it starts with it loaded instead of loading it again. It costs a few
+    tenths of a second of CPU, once per worker process.
     """
     import io
 
@@ -491,15 +492,16 @@ def _warm_up() -> None:
 
     from faxfleet.kinds import Resolution
 
-    from .pipeline import Coding, render_documents
+    from .pipeline import Coding, render_documents, transcode
 
     picture = io.BytesIO()
     Image.radial_gradient("L").save(picture, format="PNG")  # mid-greys: a halftoned photo
     documents = [_WARM_UP_PDF, b"Warm up\n", picture.getvalue()]
     for resolution in Resolution:
-        for coding in Coding:
-            with contextlib.suppress(RenderError):  # partly warm is still correct
-                render_documents(documents, resolution, coding=coding)
+        with contextlib.suppress(RenderError):  # partly warm is still correct
+            first, *_ = render_documents(documents, resolution)
+            for coding in Coding:
+                transcode(first, coding)
 
 
 def _run_one(sock: socket.socket, job: bytes, answer: int, spare: _Spare) -> _Spare:
