@@ -12,6 +12,11 @@ STAMP := $(VENV)/.installed
 demo: system venv
 	$(BIN)/faxfleet demo
 
+# One real fax over a software fax line (two iaxmodems; efax answers; needs root).
+.PHONY: demo-line
+demo-line: system venv
+	$(BIN)/faxfleet demo-line
+
 test: system venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -p no:cacheprovider

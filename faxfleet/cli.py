@@ -265,6 +265,23 @@ def demo(keep: bool, faxes: int) -> None:
     sys.exit(run_demo(keep=keep, faxes=faxes or None))
 
 
+@cli.command("demo-line")
+@click.option(
+    "--far-end",
+    type=click.Choice(["efax", "hylafax"]),
+    default="efax",
+    show_default=True,
+    help="The fax software that receives on the far end of the line.",
+)
+def demo_line(far_end: str) -> None:
+    """Send one real fax from a one-site fleet over a software fax line (iaxmodem) and
+    write the sent and received pages side by side as a PNG (run it as root, so that the
+    line gets a private network namespace and HylaFAX can change to its uucp user)."""
+    from faxfleet.demo_line import run_demo_line
+
+    sys.exit(run_demo_line(far_end="hylafax" if far_end == "hylafax" else "efax"))
+
+
 @cli.command()
 def compose() -> None:
     """Print compose.yaml for the fleet topology (the same one the launcher starts)."""
