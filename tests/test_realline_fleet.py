@@ -134,8 +134,13 @@ def sent_through_fleet(
         httpx.Client(base_url=fleet.api_url, timeout=30) as api,
     ):
         line.wait_ready()
+        started = time.monotonic()
         fax_id = submit(api, doc, header="false", resolution="fine", user="alice")
         fax = wait_settled(api, fax_id, fleet, timeout=90 + 90 * pages)
+        print(
+            f"\n{far_end}, {pages} fine page(s): submitted to {fax['state']} in "
+            f"{time.monotonic() - started:.1f} s"
+        )
         line.wait_received(1, timeout=60)
         yield fax, rendered_pages(fleet, fax_id, pages), line
 
@@ -211,7 +216,9 @@ def test_a_fax_from_efax_is_answered_by_the_site_and_reaches_the_tenant(
         httpx.Client(base_url=fleet.api_url, timeout=30) as api,
     ):
         time.sleep(INCOMING_GUARD_S)  # iaxmodem A refuses calls just after the worker's ATZ
+        started = time.monotonic()
         report = send_from_b(line, page, CALLER_ID)
+        print(f"\nefax -> site line, 1 standard page: call {time.monotonic() - started:.1f} s")
         assert report.ok and report.pages_sent == 1, report
         deadline = time.monotonic() + 30
         while not (faxes := api.get("/v1/inbound", headers=ACME).json()):
