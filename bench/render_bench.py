@@ -24,6 +24,7 @@ import io
 import os
 import platform
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,8 @@ class Result:
     seconds: float
     pages: int
     bytes: int
+    cpu: float = 0.0
+    """CPU seconds of every process that rendered (user + system)."""
 
     @property
     def pages_per_s(self) -> float:
@@ -158,10 +161,25 @@ class Result:
         return self.bytes / self.pages / 1024
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process, its reaped children (gs) and the render zygote's reaped
+    children (the job processes and their helpers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    zygote = warm_renderer().pid
+    if zygote is not None:
+        with open(f"/proc/{zygote}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _timed(job: Callable[[], int], pages: int) -> Result:
+    cpu = _cpu_seconds()
     started = time.perf_counter()
     size = job()
-    return Result(time.perf_counter() - started, pages, size)
+    return Result(time.perf_counter() - started, pages, size, _cpu_seconds() - cpu)
 
 
 def faxfleet_in_process(pdf: bytes, pages: int, res: Resolution, coding: Coding) -> Result:
@@ -193,6 +211,7 @@ def _total(results: list[Result]) -> Result:
         sum(r.seconds for r in results),
         sum(r.pages for r in results),
         sum(r.bytes for r in results),
+        sum(r.cpu for r in results),
     )
 
 
@@ -249,7 +268,7 @@ def main() -> None:
     header = (
         f"{'res':8} {'coding':6} {'job':7} {'ff p/s':>8} {'in-pr p/s':>9} {'gs p/s':>8} "
         f"{'speed x':>8} {'in-pr x':>8} {'ff KB/p':>8} {'gs KB/p':>8} {'size':>6} "
-        f"{'air s/p':>7}"
+        f"{'air s/p':>7} {'ff cpu':>7} {'gs cpu':>7} {'cpu x':>6}"
     )
     print(header)
     for res in Resolution:
@@ -279,7 +298,9 @@ def main() -> None:
                     f"{i.pages_per_s:9.1f} {g.pages_per_s:8.1f} "
                     f"{f.pages_per_s / g.pages_per_s:8.2f} {i.pages_per_s / g.pages_per_s:8.2f} "
                     f"{f.kb_per_page:8.1f} {g.kb_per_page:8.1f} "
-                    f"{f.bytes / g.bytes:6.2f} {airtime:7.1f}",
+                    f"{f.bytes / g.bytes:6.2f} {airtime:7.1f} "
+                    f"{f.cpu / f.pages * 1000:7.1f} {g.cpu / g.pages * 1000:7.1f} "
+                    f"{g.cpu / f.cpu:6.2f}",
                     flush=True,
                 )
     print(
@@ -287,7 +308,9 @@ def main() -> None:
         "warm renderer,\nwith its limits); in-pr = render_documents in the calling process; "
         "speed x = ff pages/s / gs pages/s;\nsize = faxfleet bytes / gs bytes (TIFF files, "
         "mixed corpus); air s/p = faxfleet bits per page / 14,400 bit/s\n(T.30 handshake "
-        "and the per-line minimum scan time ignored)."
+        "and the per-line minimum scan time ignored);\nff cpu, gs cpu = CPU ms per page of "
+        "every process that rendered (the job processes, gs), cpu x = gs cpu / ff cpu:\n"
+        "what a machine busy with other work can still compare."
     )
     _per_kind(singles, work)
     print(f"load average at end: {_load()}")
