@@ -109,7 +109,21 @@ def decode_1d(bits: str, position: int, width: int = WIDTH) -> tuple[Row, int]:
             raise DecodeError(f"row longer than {width} pixels at bit {position}")
         changes.append(a0)
         white = not white
-    return _trim(changes, width), position
+    return _trim(changes, width), _after_empty_runs(bits, position, white)
+
+
+def _after_empty_runs(bits: str, position: int, white: bool) -> int:
+    """Skip zero-length runs closing a full row: they add no pixels, and some encoders
+    (efax ends a page's last blank row "white 1728, black 0") send one. Fill bits and
+    the next EOL match no run code, so they stop the skipping."""
+    while True:
+        try:
+            run, after = _run(bits, position, white)
+        except DecodeError:
+            return position
+        if run:
+            return position
+        position, white = after, not white
 
 
 def _trim(changes: Row, width: int) -> Row:
