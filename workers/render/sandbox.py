@@ -88,8 +88,9 @@ def render_sandboxed(
 
     ``timeout_s`` bounds the whole job (Office conversion included) in wall-clock time and
     the job's CPU time; ``memory_mb`` is the address space the job may grow by beyond the
-    loaded renderer. A job of several pages is drawn by ``processes`` processes (default:
-    2 when the machine has two cores or more) within those same limits (see :mod:`.split`).
+    loaded renderer. A job of 4 pages or more is drawn by two processes when ``processes``
+    is 2 or more (default: when the machine has two cores or more), within those same
+    limits and with the same errors (see :mod:`.split`); 1 keeps every job in one process.
     ``kwargs`` go to ``render_documents`` unchanged.
     """
     if timeout_s <= 0:
