@@ -1,7 +1,8 @@
 """Small enumerations shared by messages and the renderer, free of pydantic.
 
-The renderer's sandbox starts a fresh process per job; importing only these (not the
-pydantic message models) keeps that start cheap.
+The renderer's warm sandbox process imports what rendering needs once and forks a process
+per job from it; importing only these (not the pydantic message models) keeps that warm
+process small, and so every fork of it cheap.
 """
 
 from __future__ import annotations
