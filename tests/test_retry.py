@@ -182,6 +182,7 @@ def test_rules_from_settings() -> None:
         Cause.NO_ANSWER: 22,
         Cause.NO_DIALTONE: 55,
         Cause.LINE_UNAVAILABLE: 55,
+        Cause.MODEM_NOT_RESPONDING: 55,
         Cause.NO_SITE: 55,
         Cause.NO_CARRIER: 33,
         Cause.PROTOCOL_ERROR: 44,
