@@ -88,6 +88,8 @@ BASE_ENV = {
     # while a fax waits its turn in a long backlog, which would add work not part of
     # dispatching.
     "FAXFLEET_TIME_SCALE": "1",
+    # Simulated lines: their dial and page times set the call length exactly.
+    "FAXFLEET_LINE_KIND": "simulated",
     "FAXFLEET_ROUTING_STUCK_AFTER_SECONDS": "100000",
     "FAXFLEET_STUCK_AFTER_SECONDS": "100000",
     "FAXFLEET_API_KEYS": f"bench={API_KEY}",

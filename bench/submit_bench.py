@@ -66,6 +66,8 @@ FLEET_ENV = {
     # enough (10 s after scaling) that a slow moment never triggers a re-route, which
     # would add transitions that are not part of the normal path being measured.
     "FAXFLEET_TIME_SCALE": "0.01",
+    # Simulated lines: the latency to a line is measured without a modem handshake.
+    "FAXFLEET_LINE_KIND": "simulated",
     "FAXFLEET_SIM_DIAL_SECONDS": "0.01",
     "FAXFLEET_SIM_PAGE_SECONDS": "0.05",
     "FAXFLEET_ROUTING_STUCK_AFTER_SECONDS": "1000",
