@@ -2,7 +2,7 @@
 
 Every service reads the same class so that a single environment describes a node. The
 defaults run a local fleet out of the box: a private Redis on port 6390, a site named
-``paris`` with four simulated lines, an API on port 8040 and a demo tenant.
+``paris`` with four emulated fax lines, an API on port 8040 and a demo tenant.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     """Prefix of this site's line names (defaults to the site name)."""
 
     # --- lines (docs/lines.md) ------------------------------------------------------------
-    line_kind: Literal["simulated", "emulated", "modem"] = "simulated"
+    line_kind: Literal["simulated", "emulated", "modem"] = "emulated"
     """``emulated``: each line is a pair of emulated Class 1 modems, our driver on one side
     and a scripted far end on the other; ``modem``: the real modems of ``modems``;
     ``simulated``: a sleep-based stand-in with no protocol at all."""

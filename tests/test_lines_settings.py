@@ -55,7 +55,9 @@ def test_modems_come_from_json_with_defaults(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_line_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FAXFLEET_LINE_KIND", raising=False)
     s = _settings(monkeypatch)
+    assert s.line_kind == "emulated"
     assert s.modems == []
     assert 50 <= s.emulator_time_scale <= 200
     assert s.modem_probe_seconds > 0

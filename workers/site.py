@@ -72,14 +72,24 @@ def _make_line(index: int) -> Line:
     return _factory().make(index)
 
 
-@lru_cache(maxsize=1)
+_pool_lock = threading.Lock()
+
+
 def pool() -> LinePool:
-    """The site's lines (``line_kind``); modem lines are probed before the first call
-    and re-probed in the background while out of service."""
+    """The site's lines (``line_kind``), built once even when the first calls race."""
+    with _pool_lock:
+        return _build_pool()
+
+
+@lru_cache(maxsize=1)
+def _build_pool() -> LinePool:
+    """Modem lines are probed before the first call and re-probed in the background
+    while out of service; answering lines start listening."""
     lines = LinePool(_factory().initial())
     if settings.line_kind == "modem":
         in_service = lines.probe_all()
         log.info("modems probed", site=settings.site, **{k: str(v) for k, v in in_service.items()})
+    if settings.line_kind != "simulated":
         lines.start_reprobing(settings.modem_probe_seconds)
     _start_listeners(lines)
     return lines

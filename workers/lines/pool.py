@@ -186,8 +186,19 @@ class LinePool:
 
     # -- status ----------------------------------------------------------------------
 
+    def _note_broken(self) -> None:
+        """Take in lines whose modem broke outside a call (while listening for rings)."""
+        for line in self._lines:
+            if line.name in self._busy or line.name in self._broken:
+                continue
+            reason = line.broken if isinstance(line, ProbedLine) else None
+            if reason is not None:
+                self._broken[line.name] = reason
+                log.warning("line out of service", line=line.name, reason=reason)
+
     def statuses(self) -> list[LineStatus]:
         with self._lock:
+            self._note_broken()
             result = []
             for line in self._lines:
                 name = line.name
