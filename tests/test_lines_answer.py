@@ -109,3 +109,40 @@ def test_a_listening_line_is_at_once_available_to_send(setup) -> None:  # type: 
     assert report.ok, report
     assert waited <= listener.slice + 0.3, waited
     assert inbox.got == []  # our own outgoing call was not taken for an inbound one
+
+
+def test_an_emulated_line_takes_calls_placed_into_it(r) -> None:  # type: ignore[no-untyped-def]
+    """With ``answer``, the emulated network places the calls listed in Redis into the
+    line, and the line's listener receives them, between its own outgoing calls."""
+    import json
+
+    from workers.lines.emulated import EmulatedLine, calls_in_key
+    from workers.lines.simulated import SimulatedNetwork
+
+    line = EmulatedLine("paris-1", "paris", SimulatedNetwork(r), time_scale=100, answer=True)
+    pool = LinePool([line])
+    inbox = Inbox()
+    listener = Listener(pool, line, line.modem_line, inbox.deliver, did="+33142685300").start()
+    try:
+        r.rpush(calls_in_key("paris-1"), json.dumps({"remote_id": "+1 212 555 0147", "pages": 2}))
+        (got,) = inbox.wait(1)
+        assert (got.line, got.called, got.remote_id, got.ok, len(got.pages)) == (
+            "paris-1",
+            "+33142685300",
+            "+1 212 555 0147",
+            True,
+            2,
+        )
+        # The line still sends, to its scripted far end, as before.
+        taken = pool.acquire("job-out", 0)
+        assert taken is line
+        report = line.send(
+            Call(number="+331", dial_string="0331", first_page=1, total_pages=1, job_id="j"),
+            PAGES[:1],
+            Hooks(),
+        )
+        pool.release(line)
+        assert report.ok, report
+    finally:
+        listener.stop()
+        line.close()

@@ -116,10 +116,18 @@ def test_factory_builds_each_kind(monkeypatch: pytest.MonkeyPatch, r: redis.Redi
     assert [x.name for x in lines] == ["paris-1", "paris-2"]
 
     emu = LineFactory(
-        _settings(monkeypatch, line_kind="emulated", lines="1", emulator_time_scale="80"), network
+        _settings(
+            monkeypatch,
+            line_kind="emulated",
+            lines="1",
+            emulator_time_scale="80",
+            emulator_answer="true",
+        ),
+        network,
     )
     (em,) = emu.initial()
     assert isinstance(em, EmulatedLine) and em.time_scale == 80 and em.name == "paris-1"
+    assert em.far_end.calls_in
     em.close()
 
     modems = (

@@ -96,3 +96,46 @@ def test_modem_site_publishes_line_states_and_answers(tmp_path: Path) -> None:
             worker.wait(30)
             log.close()
             server.stop()
+
+
+def test_emulated_site_answers_calls_placed_into_its_lines(tmp_path: Path) -> None:
+    from workers.lines.emulated import calls_in_key
+
+    server = RedisServer(tmp_path / "redis").start()
+    r = redis.Redis.from_url(server.url)
+    env = {
+        **os.environ,
+        "FAXFLEET_REDIS_URL": server.url,
+        "FAXFLEET_SITE": "lyon",
+        "FAXFLEET_LINE_KIND": "emulated",
+        "FAXFLEET_LINES": "2",
+        "FAXFLEET_EMULATOR_ANSWER": "true",
+        "FAXFLEET_EMULATOR_DID": "+33472000009",
+        "FAXFLEET_LOAD_PUBLISH_INTERVAL": "0.3",
+    }
+    argv = [
+        sys.executable, "-m", "celery", "-A", "workers.site", "worker", "-Q", "site.lyon",
+        "-P", "threads", "-c", "4", "-n", "site-lyon@%h", "--without-gossip",
+        "--without-mingle", "--loglevel", "INFO",
+    ]  # fmt: skip
+    log = (tmp_path / "site.log").open("wb")
+    worker = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        status = _status(r)
+        assert [(line.name, line.state) for line in status.lines] == [
+            ("lyon-1", "idle"),
+            ("lyon-2", "idle"),
+        ]
+        r.rpush(calls_in_key("lyon-2"), json.dumps({"remote_id": "ACME", "pages": 3}))
+        deadline = time.monotonic() + 30
+        while not (stored := r.keys("ff:inbound:*:tiff")):
+            assert time.monotonic() < deadline, (tmp_path / "site.log").read_text()[-3000:]
+            time.sleep(0.2)
+        text = (tmp_path / "site.log").read_text()
+        assert "inbound fax delivered" in text and "lyon-2" in text
+        assert len(stored) == 1
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+        server.stop()

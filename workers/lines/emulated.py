@@ -34,6 +34,7 @@ arrived is what was rendered.
 from __future__ import annotations
 
 import hashlib
+import json
 import queue
 import re
 import threading
@@ -41,18 +42,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from PIL import Image, ImageDraw
+
+from faxfleet.kinds import Resolution
 from faxfleet.log import get_logger
-from faxfleet.messages import now
+from faxfleet.messages import Cause, now
 from workers.fax.emulator import EmulatorPair
 from workers.fax.emulator.faults import Faults
 from workers.fax.modem.at import AtError, AtPort
 from workers.fax.modem.class1 import CallStatus, Class1Modem, DataResult, Modulation
-from workers.fax.session import Hooks, SessionResult, receive_fax
+from workers.fax.session import Hooks, SessionResult, receive_fax, send_fax
 from workers.fax.t30.engine import Config, Timers
 from workers.lines.base import Call, CallHooks, SendReport
 from workers.lines.class1 import Class1ModemLine
 from workers.lines.simulated import SimulatedNetwork
-from workers.render.tiff import read_pages
+from workers.render.coding import Coding
+from workers.render.tiff import encode_page, read_pages
 
 log = get_logger("faxfleet.lines")
 
@@ -66,6 +71,21 @@ _FAULTS = {
     "no_carrier": Faults(voice=True),
 }
 """Outcomes the emulated exchange produces on its own: nobody needs to answer."""
+
+
+def calls_in_key(line: str) -> str:
+    """Calls the emulated network is to place *into* ``line`` (a Redis list of JSON
+    objects ``{"remote_id": "...", "pages": N}``), for lines that answer."""
+    return f"ff:sim:call-in:{line}"
+
+
+def _inbound_page(number: int) -> bytes:
+    """A page for a call placed into a line: bars whose layout depends on ``number``."""
+    image = Image.new("1", (1728, 400), 1)
+    draw = ImageDraw.Draw(image)
+    for y in range(20, 380, 30):
+        draw.rectangle((50 + 60 * number, y, 1600 - (y % 70), y + 8), fill=0)
+    return encode_page(image, Resolution.FINE, Coding.MMR)
 
 
 def page_image_hash(page_tiff: bytes) -> str:
@@ -150,8 +170,18 @@ class FarEnd:
     """The remote fax machine on side B: one thread, one call per plan."""
 
     def __init__(
-        self, pair: EmulatorPair, network: SimulatedNetwork, site: str, line: str, timers: Timers
+        self,
+        pair: EmulatorPair,
+        network: SimulatedNetwork,
+        site: str,
+        line: str,
+        timers: Timers,
+        *,
+        calls_in: bool = False,
     ) -> None:
+        """``calls_in``: also place the calls listed under :func:`calls_in_key` into the
+        line (when it answers inbound calls)."""
+        self.calls_in = calls_in
         self.pair = pair
         self.network = network
         self.site = site
@@ -178,7 +208,14 @@ class FarEnd:
             self._port.command("ATE0V1Q0")
         except AtError:
             log.exception("emulated far end did not start", line=self.line)
-        while (plan := self._plans.get()) is not None:
+        while True:
+            try:
+                plan = self._plans.get(timeout=0.5) if self.calls_in else self._plans.get()
+            except queue.Empty:
+                self._call_in(modem)
+                continue
+            if plan is None:
+                return
             try:
                 self._port.discard_input()
                 self._port.unsolicited()
@@ -189,6 +226,25 @@ class FarEnd:
                 plan.outcome = plan.outcome or "far end failed"
             finally:
                 plan.done.set()
+
+    def _call_in(self, modem: Class1Modem) -> None:
+        """Place the next listed call into the line: dial side A and send a fax."""
+        key = calls_in_key(self.line)
+        raw = self.network.r.lpop(key)
+        if raw is None:
+            return
+        spec = json.loads(raw)
+        pages = [_inbound_page(n) for n in range(1, int(spec.get("pages", 1)) + 1)]
+        self._port.discard_input()
+        config = Config(ident=str(spec.get("remote_id", ""))[:20], timers=self.timers)
+        try:
+            result = send_fax(modem, self.pair.numbers[0], pages, config)
+        except AtError:
+            log.exception("emulated far end could not call in", line=self.line)
+            return
+        if result.cause is Cause.BUSY:  # the line was on a call of its own: try again
+            self.network.r.rpush(key, raw)
+        log.info("emulated call in", line=self.line, ok=result.ok, cause=result.cause)
 
     def _take(self, modem: Class1Modem, plan: Plan) -> None:
         deadline = time.monotonic() + self.timers.t1 + 10
@@ -262,7 +318,9 @@ class EmulatedLine:
         *,
         time_scale: float = 100.0,
         local_id: str = "",
+        answer: bool = False,
     ) -> None:
+        """``answer``: the far end also calls in (see :func:`calls_in_key`)."""
         self.name = name
         self.site = site
         self.network = network
@@ -278,7 +336,7 @@ class EmulatedLine:
             dial_timeout=max(120.0 / time_scale, 10.0),
             answer_timeout=max(30.0 / time_scale, 5.0),
         )
-        self.far_end = FarEnd(self.pair, network, site, name, timers)
+        self.far_end = FarEnd(self.pair, network, site, name, timers, calls_in=answer)
 
     @property
     def broken(self) -> str | None:

@@ -50,7 +50,13 @@ class LineFactory:
         s = self.settings
         name = f"{s.line_prefix or s.site}-{index + 1}"
         if s.line_kind == "emulated":
-            return EmulatedLine(name, s.site, self.network, time_scale=s.emulator_time_scale)
+            return EmulatedLine(
+                name,
+                s.site,
+                self.network,
+                time_scale=s.emulator_time_scale,
+                answer=s.emulator_answer,
+            )
         if s.line_kind == "simulated":
             return SimulatedLine(
                 name=name,
