@@ -20,8 +20,8 @@ in the field:
 ``not_a_fax``      the far end goes off hook and never sends DIS: T.30's T1 runs out
 ``drop:N``         the far end drops the carrier while page N is on the line
 ``rtn:N``          page N reaches the far end damaged, every time: it answers RTN
-``stall:S``        the far end holds the sender off (XOFF) S seconds into page 1, at most
-                   ``MAX_STALL`` seconds, the longest a modem line waits on XOFF
+``stall:S``        after page 1 the far end says "not ready" (RNR) for S seconds (at most
+                   ``MAX_STALL``): the sender polls (RR) and the call hangs meanwhile
 =================  =====================================================================
 
 Both sides live in one process, so before each call the line tells its far end which job
@@ -53,6 +53,8 @@ from workers.fax.modem.at import AtError, AtPort
 from workers.fax.modem.class1 import CallStatus, Class1Modem, DataResult, Modulation
 from workers.fax.session import Hooks, SessionResult, receive_fax, send_fax
 from workers.fax.t30.engine import Config, Timers
+from workers.fax.t30.frames import Fcf
+from workers.fax.t30.hdlc import Frame
 from workers.lines.base import Call, CallHooks, SendReport
 from workers.lines.class1 import Class1ModemLine
 from workers.lines.simulated import SimulatedNetwork
@@ -61,8 +63,11 @@ from workers.render.tiff import encode_page, read_pages
 
 log = get_logger("faxfleet.lines")
 
-MAX_STALL = 25.0
-"""Longest stall (wall seconds): a modem line gives up on a modem holding XOFF for 30 s."""
+MAX_STALL = 15.0
+"""Longest stall (wall seconds): a sender polls a receiver that is not ready at most
+``MAX_RR`` (20) times, and each answer must come within its T4."""
+_RNR_STEP = 0.8
+"""Wall seconds the far end takes over each answer while it stalls (less than T4)."""
 
 _FAULTS = {
     "busy": Faults(busy=True),
@@ -140,13 +145,34 @@ class _FarHooks(Hooks):
 class _Trouble:
     """The far end's modem, with the trouble the script asks for on page N: the carrier
     drops under it (the exchange cuts the call a few bytes into the page), or what it
-    demodulates is damaged (one flipped bit every ten bytes: bad lines, hence RTN)."""
+    demodulates is damaged (one flipped bit every ten bytes: bad lines, hence RTN); or,
+    for a stall, its first page confirmation is held back by "not ready" answers."""
 
     def __init__(self, modem: Class1Modem, plan: Plan, hooks: _FarHooks, pair: EmulatorPair):
         self.modem = modem
         self.plan = plan
         self.hooks = hooks
         self.pair = pair
+        self.stall = min(float(plan.arg or MAX_STALL), MAX_STALL) if plan.kind == "stall" else 0
+
+    def send_hdlc(self, frames: Sequence[bytes]) -> CallStatus:
+        if self.stall > 0 and frames and frames[-1][2:3] == bytes((Fcf.MCF,)):
+            seconds, self.stall = self.stall, 0
+            self._not_ready(seconds)
+        return self.modem.send_hdlc(frames)
+
+    def _not_ready(self, seconds: float) -> None:
+        """Answer RNR, take the sender's RR poll, again, for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(_RNR_STEP, left))
+            if time.monotonic() >= deadline:
+                return
+            if self.modem.send_hdlc([Frame(Fcf.RNR).encode()]) != CallStatus.OK:
+                return
+            got = self.modem.receive_hdlc(timeout=5.0)
+            if got.status != "ok" or not got.frame or got.frame[2] & 0xFE != Fcf.RR & 0xFE:
+                return
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.modem, name)
@@ -258,11 +284,7 @@ class FarEnd:
             self._record(plan)
             return
         hooks = _FarHooks(plan.call.first_page)
-        timers = self.timers
-        if plan.kind == "stall":
-            wait = min(float(plan.arg or MAX_STALL), MAX_STALL)
-            timers = Timers(timers.t1, timers.t2 + wait, timers.t3, timers.t4 + wait, timers.t5)
-        config = Config(ident=plan.call.number[-20:], timers=timers)
+        config = Config(ident=plan.call.number[-20:], timers=self.timers)
         result = receive_fax(_Trouble(modem, plan, hooks, self.pair), config, hooks)  # type: ignore[arg-type]
         first = plan.call.first_page
         plan.pages = list(range(first, first + len(result.received)))
@@ -355,8 +377,6 @@ class EmulatedLine:
         kind, _, arg = outcome.partition(":")
         digits = re.sub(r"[^0-9*#]", "", call.dial_string)
         faults = Faults(**vars(_FAULTS[kind])) if kind in _FAULTS else Faults()
-        if kind == "stall":
-            faults.slow_xoff = min(float(arg or MAX_STALL), MAX_STALL)
         plan = Plan(call, kind, arg, faults)
         switch = self.pair.switch
         with switch.cond:
