@@ -111,8 +111,11 @@ class Scenario:
         return self.dial_seconds + pages * self.page_seconds
 
 
-def scenarios(quick: bool) -> list[Scenario]:
+def scenarios(quick: bool, long_calls: bool = False) -> list[Scenario]:
     backlog, urgent = (60, 8) if quick else (200, 20)
+    if long_calls:
+        # Closer to real fax calls (set-up 10-15 s, 20-50 s a page), still shorter.
+        return [Scenario("calls 11-25 s", 4.0, 7.0, backlog, urgent)]
     return [
         Scenario("calls 2-5 s", 0.5, 1.5, backlog, urgent),
         Scenario("calls 2-5 s, MONITOR attached", 0.5, 1.5, backlog, urgent, trace=True),
@@ -895,6 +898,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="before each run, wait up to SECONDS for other processes to use < 0.3 cores",
     )
+    parser.add_argument(
+        "--long-calls",
+        action="store_true",
+        help="one run with calls of 11-25 s instead of the three short-call runs",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log_dir = Path(tempfile.mkdtemp(prefix="faxfleet-dispatch-bench-"))
@@ -913,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
     server = RedisServer(log_dir / "redis")
     try:
         server.start()
-        for i, sc in enumerate(scenarios(args.quick)):
+        for i, sc in enumerate(scenarios(args.quick, args.long_calls)):
             results.append(run(server, log_dir / f"run-{i}", sc, rng, args.wait_idle))
     finally:
         server.stop()
