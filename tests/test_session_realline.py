@@ -222,16 +222,19 @@ class HylafaxJob:
         return self.status == HYLAFAX_SEND_DONE
 
 
-def _hylafax_sends(line: SoftLine, pages: Sequence[bytes], timeout: float = 240.0) -> HylafaxJob:
-    """HylaFAX's own sender, ``faxsend``, on modem B sends ``pages`` (MH) to modem A.
+def _hylafax_sends(
+    line: SoftLine, pages: Sequence[bytes], *, ecm: bool = True, timeout: float = 240.0
+) -> HylafaxJob:
+    """HylaFAX's own sender, ``faxsend``, on modem B sends ``pages`` (MH) to modem A;
+    ``ecm=False`` has it send 2-D MR without ECM instead of its default (MMR with ECM).
 
     faxsend normally gets its jobs from the faxq scheduler; here the job file (sendq(5))
     is written as faxq leaves it for faxsend: TIFF/F documents in docq/ and a
-    ``pagehandling`` of "00" per page (1728 pixels, A4, 1-D MH document, standard) with
-    "S" (MPS) after each page but the last, "P" (EOP). Without the scheduler there is no
-    hand-over of the modem between faxq and faxgetty, which is what made HylaFAX a slow,
-    unreliable sender on this line (docs/softline.md). faxsend converts the pages to what
-    it negotiates (MMR with ECM when the receiver has them)."""
+    ``pagehandling`` of "00" (standard) or "01" (fine) per page (1728 pixels, A4, 1-D MH
+    document) with "S" (MPS) after each page but the last, "P" (EOP). Without the
+    scheduler there is no hand-over of the modem between faxq and faxgetty, which is what
+    made HylaFAX a slow, unreliable sender on this line (docs/softline.md). faxsend
+    converts the pages to what it negotiates (MMR with ECM when the receiver has both)."""
     spool = line.workdir / "modem-b" / "hylafax-send"
     hylafax.build_spool(spool, line.modem_b, f"+1.555.{line.number_b}")
     documents = []
@@ -239,7 +242,10 @@ def _hylafax_sends(line: SoftLine, pages: Sequence[bytes], timeout: float = 240.
         documents.append(spool / "docq" / f"doc{number}.tif")
         documents[-1].write_bytes(page)
     job = spool / "sendq" / "q1"
-    handling = "".join("00S" for _ in pages[:-1]) + "00P"
+    handling = "".join(
+        ("01" if pagedata.page_is_fine(page) else "00") + ("S" if n < len(pages) else "P")
+        for n, page in enumerate(pages, 1)
+    )
     fields = {
         "jobid": "1",
         "groupid": "1",
@@ -258,6 +264,8 @@ def _hylafax_sends(line: SoftLine, pages: Sequence[bytes], timeout: float = 240.
         "notify": "none",
         "pagehandling": handling,
     }
+    if not ecm:
+        fields |= {"desiredec": "0", "desireddf": "1"}  # ECM off, 2-D MR
     lines = [f"{key}:{value}" for key, value in fields.items()]
     lines += [f"fax:0::docq/{path.name}" for path in documents]
     job.write_text("\n".join(lines) + "\n")
@@ -410,6 +418,29 @@ def test_hylafax_sends_two_standard_pages_to_us() -> None:
             14400,
         )
         assert result.remote_id == HYLAFAX_ID
+        _assert_pages_equal(pages, [_rows(page) for page in result.received])
+
+
+@pytest.mark.realline
+@pytest.mark.timeout(300)
+def test_hylafax_sends_a_fine_mr_page_to_us_without_ecm() -> None:
+    """HylaFAX -> us: fine, MR (K = 4, HylaFAX's own encoder), no ECM, one page (the
+    scanned letter); HylaFAX reports it confirmed, our decoder finds 0 bad rows in the
+    line data, and the stored page equals what HylaFAX sent."""
+    pages = _pages(Resolution.FINE, Coding.MH)[2:]
+    with SoftLine(far_end=None) as line:
+        modem = _modem(line)
+        got: dict[str, SessionResult] = {}
+        thread = _answer_in_background(modem, got)
+        job = _hylafax_sends(line, pages, ecm=False)
+        thread.join(60)
+        modem.port.close()
+        assert job.ok and job.npages == 1, job
+        result = got["result"]
+        assert result.ok, result
+        assert (result.pages, result.ecm, result.coding) == (1, False, "mr")
+        assert result.remote_id == HYLAFAX_ID
+        assert _bad_rows_per_page(modem, Coding.MR) == [0]
         _assert_pages_equal(pages, [_rows(page) for page in result.received])
 
 
