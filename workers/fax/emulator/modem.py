@@ -43,7 +43,7 @@ from workers.fax.emulator.line import (
     Transmission,
 )
 from workers.fax.modem.dle import END, Unstuffer, stuff
-from workers.fax.modem.fcs import fcs16
+from workers.fax.t30.hdlc import fcs
 
 XON = b"\x11"
 XOFF = b"\x13"
@@ -666,7 +666,7 @@ class EmulatedModem:
             assert found is not None
             _, item = found
             payload = item.payload
-            check = fcs16(payload)
+            check = fcs(payload)
             if not item.good:
                 payload = payload[:-1] + bytes((payload[-1] ^ 0x01,))
             if self.fcs_to_host:

@@ -25,7 +25,7 @@ from typing import Literal
 from faxfleet.log import get_logger
 from workers.fax.modem.at import AtPort, AtResponse, AtTimeout, ModemNotResponding
 from workers.fax.modem.dle import END, Unstuffer, stuff
-from workers.fax.modem.fcs import has_fcs
+from workers.fax.t30.hdlc import fcs_ok
 
 HDLC_FINAL = 0x10
 """The bit in the control byte (0x13 rather than 0x03) that marks a transmission's last
@@ -409,7 +409,7 @@ class Class1Modem:
             return HdlcResult("timeout", bytes(frame))
         if resp.is_("OK"):
             if self.fcs_included is None:
-                self.fcs_included = has_fcs(bytes(frame))
+                self.fcs_included = fcs_ok(bytes(frame))
             return HdlcResult("ok", self._without_fcs(bytes(frame)))
         if resp.is_("ERROR"):
             return HdlcResult("bad_fcs", self._without_fcs(bytes(frame)))
