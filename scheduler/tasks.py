@@ -164,6 +164,30 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
     apply(ev.job_id, handler, self)
 
 
+def _retry_or_abandon(
+    task: Task, exc: notify.NotifyError, channel: str, target: str, **about: str
+) -> str:
+    """Try a failed notification again later, with exponential backoff, while the error is
+    worth retrying and attempts remain (raises Celery's ``Retry``); otherwise log and
+    return why it is abandoned. ``about`` names the fax in the logs."""
+    attempt = task.request.retries + 1
+    if exc.retryable and attempt < settings.notify_max_attempts:
+        delay = settings.scaled(settings.notify_backoff_seconds) * (2 ** (attempt - 1))
+        log.warning(
+            "notification failed, will retry",
+            site=settings.site,
+            channel=channel,
+            attempt=attempt,
+            delay=round(delay, 3),
+            error=str(exc),
+            **about,
+        )
+        raise task.retry(countdown=delay, exc=exc) from exc
+    reason = f"{channel} notification to {target} failed: {exc}"
+    log.error("notification abandoned", site=settings.site, error=reason, **about)
+    return reason
+
+
 @app.task(
     name=names.NOTIFY_TASK,
     bind=True,
@@ -181,21 +205,7 @@ def deliver(self: Task, order: dict[str, Any]) -> None:
         else:
             notify.post_callback(settings, o.target, fax, site)
     except notify.NotifyError as exc:
-        attempt = self.request.retries + 1
-        if exc.retryable and attempt < settings.notify_max_attempts:
-            delay = settings.scaled(settings.notify_backoff_seconds) * (2 ** (attempt - 1))
-            log.warning(
-                "notification failed, will retry",
-                job=o.job_id,
-                site=site,
-                channel=o.channel,
-                attempt=attempt,
-                delay=round(delay, 3),
-                error=str(exc),
-            )
-            raise self.retry(countdown=delay, exc=exc) from exc
-        reason = f"{o.channel} notification to {o.target} failed: {exc}"
-        log.error("notification abandoned", job=o.job_id, site=site, error=reason)
+        reason = _retry_or_abandon(self, exc, o.channel, o.target, job=o.job_id)
         store().update(o.job_id, lambda d: d.note(reason, site=site))
         return
     log.info("notified", job=o.job_id, site=site, channel=o.channel, target=o.target)
@@ -284,21 +294,7 @@ def deliver_inbound_notice(self: Task, order: dict[str, Any]) -> None:
         else:
             notify.post_inbound_callback(settings, o.target, fax, site)
     except notify.NotifyError as exc:
-        attempt = self.request.retries + 1
-        if exc.retryable and attempt < settings.notify_max_attempts:
-            delay = settings.scaled(settings.notify_backoff_seconds) * (2 ** (attempt - 1))
-            log.warning(
-                "notification failed, will retry",
-                inbound=o.inbound_id,
-                site=site,
-                channel=o.channel,
-                attempt=attempt,
-                delay=round(delay, 3),
-                error=str(exc),
-            )
-            raise self.retry(countdown=delay, exc=exc) from exc
-        reason = f"{o.channel} notification to {o.target} failed: {exc}"
-        log.error("notification abandoned", inbound=o.inbound_id, site=site, error=reason)
+        reason = _retry_or_abandon(self, exc, o.channel, o.target, inbound=o.inbound_id)
         inbound_store().update(
             o.inbound_id,
             lambda f: f.model_copy(update={"notifications": [*f.notifications, reason]}),
