@@ -46,7 +46,7 @@ from PIL import Image, ImageDraw
 
 from faxfleet.kinds import Resolution
 from faxfleet.log import get_logger
-from faxfleet.messages import Cause, now
+from faxfleet.messages import Cause
 from workers.fax.emulator import EmulatorPair
 from workers.fax.emulator.faults import Faults
 from workers.fax.modem.at import AtError, AtPort
@@ -310,21 +310,13 @@ class FarEnd:
         return f"{result.cause}: {result.detail}" if result.cause else result.detail
 
     def _record(self, plan: Plan, received: Sequence[bytes] = ()) -> None:
-        call = plan.call
-        self.network.received(
-            call.number,
-            {
-                "job": call.job_id,
-                "dialed": call.dial_string,
-                "recipient": call.recipient,
-                "attempt": call.attempt,
-                "site": self.site,
-                "line": self.line,
-                "pages": plan.pages,
-                "outcome": plan.outcome,
-                "page_hashes": [page_image_hash(p) for p in received],
-                "at": now().isoformat(),
-            },
+        self.network.record_call(
+            plan.call,
+            site=self.site,
+            line=self.line,
+            pages=plan.pages,
+            outcome=plan.outcome,
+            page_hashes=[page_image_hash(p) for p in received],
         )
 
 

@@ -55,6 +55,26 @@ class SimulatedNetwork:
     def received(self, number: str, record: dict[str, object]) -> None:
         self.r.rpush(keys.sim_received(number), json.dumps(record))
 
+    def record_call(
+        self, call: Call, *, site: str, line: str, pages: list[int], outcome: str, **extra: object
+    ) -> None:
+        """What the far end of ``call`` received (absolute page numbers) and how it ended."""
+        self.received(
+            call.number,
+            {
+                "job": call.job_id,
+                "dialed": call.dial_string,
+                "recipient": call.recipient,
+                "attempt": call.attempt,
+                "site": site,
+                "line": line,
+                "pages": pages,
+                "outcome": outcome,
+                **extra,
+                "at": now().isoformat(),
+            },
+        )
+
 
 @dataclass
 class SimulatedLine:
@@ -111,17 +131,6 @@ class SimulatedLine:
         return SendReport(True, confirmed, True, None, None, remote)
 
     def _record(self, call: Call, delivered: list[int], outcome: str) -> None:
-        self.network.received(
-            call.number,
-            {
-                "job": call.job_id,
-                "dialed": call.dial_string,
-                "recipient": call.recipient,
-                "attempt": call.attempt,
-                "site": self.site,
-                "line": self.name,
-                "pages": delivered,
-                "outcome": outcome,
-                "at": now().isoformat(),
-            },
+        self.network.record_call(
+            call, site=self.site, line=self.name, pages=delivered, outcome=outcome
         )
