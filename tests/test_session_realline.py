@@ -216,6 +216,11 @@ class HylafaxJob:
     notice: str
     log: Path | None
     """faxsend's session trace (AT commands, HDLC frames) of the call."""
+    modem_status: str
+    """faxsend's last word on the modem (status/<devid>), e.g. why it never dialled."""
+    trace_tail: str
+    """The end of the session trace, kept for failure messages: the line's files go
+    when the test leaves the line."""
 
     @property
     def ok(self) -> bool:
@@ -282,11 +287,14 @@ def _hylafax_sends(
     line.processes.stop(proc)
     written = dict(entry.split(":", 1) for entry in job.read_text().splitlines() if ":" in entry)
     traces = sorted((spool / "log").glob("c*"))
+    trace = traces[-1].read_text(errors="replace").splitlines() if traces else []
     return HylafaxJob(
         status=status,
         npages=int(written.get("npages", "0")),
         notice=written.get("status", ""),
         log=traces[-1] if traces else None,
+        modem_status=hylafax.modem_status(spool, line.modem_b),
+        trace_tail="\n".join(trace[-15:]),
     )
 
 
