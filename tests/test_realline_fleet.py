@@ -194,6 +194,7 @@ def send_from_b(line: SoftLine, page: Path, ident: str) -> efax.EfaxSendReport:
     return efax.parse_send_log(log.read_text(errors="replace"))
 
 
+@pytest.mark.flaky(reruns=2, reruns_delay=5)  # efax as a sender: see docs/faxing.md
 @pytest.mark.realline
 @pytest.mark.timeout(300)
 def test_a_fax_from_efax_is_answered_by_the_site_and_reaches_the_tenant(

@@ -410,6 +410,7 @@ def test_we_send_two_standard_mr_pages_to_hylafax_without_ecm() -> None:
         _assert_pages_equal(pages, [_rows_of_file(tiff, n) for n in range(2)])
 
 
+@pytest.mark.flaky(reruns=2, reruns_delay=5)  # efax as a sender: see docs/faxing.md
 @pytest.mark.realline
 @pytest.mark.timeout(300)
 def test_efax_sends_two_fine_pages_to_us(tmp_path: Path) -> None:
