@@ -429,3 +429,63 @@ def test_truncated_image_is_refused() -> None:
     document = make_image("PNG", size=(800, 800))
     with pytest.raises(RenderError, match=r"^document 1: the image is corrupt or truncated$"):
         render_documents([document[: len(document) // 2]], Resolution.STANDARD)
+
+
+# --- colour and forms in PDFs -------------------------------------------------------------
+
+
+def test_colours_become_grey_by_luminance_before_the_threshold() -> None:
+    """A colour prints as its luminance would in grey (0.299 R + 0.587 G + 0.114 B): near
+    black is solid ink, a large mid-grey area is screened to that darkness, and light
+    colours (a yellow highlighter, light grey, pale cyan) stay paper."""
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, pagesize=A4)
+    fills = {
+        "navy": (0, 0, 0.5),
+        "dark red": (0.6, 0, 0),
+        "green": (0, 0.5, 0),
+        "yellow": (1, 1, 0),
+        "light grey": (0.85, 0.85, 0.85),
+        "cyan": (0.6, 1, 1),
+    }
+    for index, rgb in enumerate(fills.values()):
+        pdf.setFillColorRGB(*rgb)
+        pdf.rect(100, 700 - 100 * index, 300, 60, stroke=0, fill=1)
+    pdf.showPage()
+    pdf.save()
+    [page] = render_documents([out.getvalue()], Resolution.FINE)
+    image = decode(page)
+    for index, (name, (red, green, blue)) in enumerate(fills.items()):
+        grey = 255 * (0.299 * red + 0.587 * green + 0.114 * blue)
+        expected = 1.0 if grey < 24 else 0.0 if grey > 200 else 1 - grey / 255
+        top = row(A4[1] - 760 + 100 * index + 10, Resolution.FINE)
+        share = black_fraction(image, (px(120), top, px(380), top + 60))
+        assert abs(share - expected) < 0.05, (name, share, expected)
+
+
+def test_filled_in_form_field_shows_its_value() -> None:
+    """A PDF with an AcroForm: the form environment is set up and the field's value drawn."""
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, pagesize=A4)
+    pdf.acroForm.textfield(
+        name="order",
+        value="ORDER 7781 APPROVED",
+        x=72,
+        y=700,
+        width=400,
+        height=48,
+        fontName="Helvetica-Bold",
+        fontSize=28,
+        borderWidth=0,
+        fillColor=None,
+    )
+    pdf.showPage()
+    pdf.save()
+    data = out.getvalue()
+    assert b"/AcroForm" in data
+    [page] = render_documents([data], Resolution.FINE)
+    image = decode(page)
+    field = (px(72), row(A4[1] - 748, Resolution.FINE), px(472), row(A4[1] - 700, Resolution.FINE))
+    assert 0.05 < black_fraction(image, field) < 0.6
+    rest = (px(72), row(200, Resolution.FINE), px(472), row(600, Resolution.FINE))
+    assert black_fraction(image, rest) == 0.0

@@ -314,3 +314,111 @@ def test_a_lone_grey_tile_is_text_but_a_picture_is_screened() -> None:
     mask = photo_mask(sheet)
     assert mask is not None
     assert mask.getbbox() == (256, 256, 384, 384)
+
+
+# --- the bilevel step on arrays: what PDF pages go through ---------------------------------
+
+
+def _reference_bilevel(sheet: Image.Image, resolution: Resolution) -> Image.Image:
+    """The bilevel rule written out pixel by pixel, the slow obvious way: threshold, except
+    inside a block of 3 x 3 tiles (edges repeated) that are each > 40 % mid-grey, where a
+    2 x 2-averaged pixel is black when below the screen level at its page position."""
+    from workers.render.bitmap import PHOTO_SHARE, PHOTO_TILE, _screen_matrix
+
+    width, height = sheet.size
+    pixels = sheet.load()
+    across, down = -(-width // PHOTO_TILE), -(-height // PHOTO_TILE)
+    photo = [[False] * across for _ in range(down)]
+    for ty in range(down):
+        for tx in range(across):
+            box = [
+                pixels[x, y]
+                for y in range(ty * 32, min(height, ty * 32 + 32))
+                for x in range(tx * 32, min(width, tx * 32 + 32))
+            ]
+            photo[ty][tx] = sum(24 <= v <= 200 for v in box) > PHOTO_SHARE * len(box)
+
+    def at(grid: list[list[bool]], ty: int, tx: int) -> bool:
+        return grid[min(max(ty, 0), down - 1)][min(max(tx, 0), across - 1)]
+
+    def window(grid: list[list[bool]], rule: type[all] | type[any]) -> list[list[bool]]:
+        return [
+            [
+                rule(at(grid, ty + dy, tx + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+                for tx in range(across)
+            ]
+            for ty in range(down)
+        ]
+
+    photo = window(window(photo, all), any)
+    cell_rows = SCREEN_CELL if resolution is Resolution.FINE else SCREEN_CELL // 2
+    matrix = _screen_matrix(cell_rows)
+    out = Image.new("1", sheet.size, 1)
+    ink = out.load()
+    for y in range(height):
+        for x in range(width):
+            if photo[y // 32][x // 32]:
+                x0, y0 = x - x % 2, y - y % 2
+                quad = [
+                    pixels[min(x0 + dx, width - 1), min(y0 + dy, height - 1)]
+                    for dy in (0, 1)
+                    for dx in (0, 1)
+                ]
+                black = (sum(quad) + 2) // 4 < matrix[y % cell_rows][x % SCREEN_CELL]
+            else:
+                black = pixels[x, y] < INK_THRESHOLD
+            ink[x, y] = 0 if black else 1
+    return out
+
+
+@pytest.mark.parametrize("resolution", list(Resolution))
+def test_bilevel_matches_the_rule_pixel_for_pixel(resolution: Resolution) -> None:
+    """Odd sizes, partial edge tiles, a picture cut by the page edge and by band edges, a
+    lone grey tile and text: the fast (banded, packed, numpy) path gives exactly the
+    pixels of the rule written out one pixel at a time."""
+    sheet = Image.new("L", (301, 291), 255)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((5, 5), "Invoice 7781", fill=0)
+    sheet.paste(Image.radial_gradient("L").resize((170, 190)), (140, 110))  # off the edges
+    sheet.paste(128, (10, 200, 42, 232))  # a lone grey tile: text
+    draw.line((0, 290, 300, 0), fill=90, width=2)
+    got = to_bilevel(sheet, resolution)
+    assert got.tobytes() == _reference_bilevel(sheet, resolution).tobytes()
+
+
+def test_bilevel_of_a_strided_array_view_equals_that_of_the_image() -> None:
+    """PDF pages are made bilevel straight from a view of PDFium's buffer, whose rows may
+    be longer than the page (the stride); only the page's own pixels count."""
+    import numpy as np
+
+    from workers.render.bitmap import bilevel_rows
+
+    sheet = Image.new("L", (1728, 600), 255)
+    sheet.paste(Image.radial_gradient("L").resize((500, 400)), (700, 100))
+    ImageDraw.Draw(sheet).text((40, 40), "Order 7781", fill=0)
+    buffer = np.full((600, 1760), 0, dtype=np.uint8)  # black beyond the page: must not leak
+    buffer[:, :1728] = np.asarray(sheet)
+    view = buffer[:, :1728]
+    assert not view.flags.c_contiguous
+    for resolution in Resolution:
+        assert bilevel_rows(view, resolution) == bilevel_rows(sheet, resolution)
+    with pytest.raises(ValueError, match="2-D uint8"):
+        bilevel_rows(np.zeros((4, 4), dtype=np.uint16), Resolution.FINE)
+
+
+@pytest.mark.parametrize("resolution", list(Resolution))
+def test_screen_levels_beyond_an_a4_page_continue_in_phase(resolution: Resolution) -> None:
+    """A box that runs past the cached A4 screen (a picture's odd last row at the foot of
+    a fine page, a picture wider than the line) gets the same levels, in phase."""
+    from workers.render.bitmap import _screen_levels, _screen_matrix
+
+    cell_rows = SCREEN_CELL if resolution is Resolution.FINE else SCREEN_CELL // 2
+    matrix = _screen_matrix(cell_rows)
+    for top, left, rows, across in ((2288, 1700, 9, 45), (0, 0, 3, 1900), (7, 3, 2400, 2)):
+        levels = _screen_levels(resolution, top, left, rows, across)
+        assert levels.shape == (rows, across)
+        expected = [
+            [matrix[(top + y) % cell_rows][(left + x) % SCREEN_CELL] for x in range(across)]
+            for y in range(rows)
+        ]
+        assert levels.tolist() == expected

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from PIL import Image, ImageChops, ImageFilter
+import numpy as np
+from PIL import Image
 
 from faxfleet.kinds import Resolution
 
@@ -28,7 +29,6 @@ INK_THRESHOLD = 160
 mid-grey so that thin strokes, which resampling turns grey (especially when rows are halved
 for standard resolution), survive."""
 
-_THRESHOLD_LUT = [0 if level < INK_THRESHOLD else 255 for level in range(256)]
 
 PHOTO_TILE = 32
 """Side, in pixels, of the squares a page is classified in: text or photograph."""
@@ -37,9 +37,9 @@ PHOTO_SHARE = 0.4
 """A tile is photographic when more than this share of its pixels is mid-grey. Anti-aliased
 text edges are a few per cent of a text tile; a photograph is mostly mid-tones."""
 
-_MID_LUT = [255 if 24 <= level <= 200 else 0 for level in range(256)]
-_PHOTO_LUT = [255 if level > PHOTO_SHARE * 255 else 0 for level in range(256)]
-_INK_WHERE_POSITIVE = [255] + [0] * 255
+_MID_LOW, _MID_HIGH = 24, 200
+"""Grey levels counted as mid-grey (neither paper nor ink) when classifying tiles."""
+_MID_SPAN = _MID_HIGH - _MID_LOW
 
 
 def vertical_dpi(resolution: Resolution) -> int:
@@ -213,56 +213,135 @@ def _screen_matrix(rows_per_cell: int) -> list[list[int]]:
     return matrix
 
 
-@lru_cache(maxsize=8)
-def _screen(size: tuple[int, int], resolution: Resolution) -> Image.Image:
-    """The screen's threshold levels tiled over a whole page of ``size``."""
+@lru_cache(maxsize=2)
+def _screen(resolution: Resolution) -> np.ndarray:
+    """The screen's threshold levels tiled over one whole A4 page (uint8, read-only).
+
+    Built once per resolution (the warm renderer builds both before any job is forked, so
+    a job reads them from shared memory). Indexed by page coordinates, so every band and
+    every picture is screened in phase with the page.
+    """
     cell = SCREEN_CELL
-    matrix = _screen_matrix(cell if resolution is Resolution.FINE else cell // 2)
-    width, height = size
-    rows = [bytes(line[x % cell] for x in range(width)) for line in matrix]
-    data = b"".join(rows[y % len(rows)] for y in range(height))
-    return Image.frombytes("L", size, data)
+    matrix = np.array(
+        _screen_matrix(cell if resolution is Resolution.FINE else cell // 2), dtype=np.uint8
+    )
+    rows = max_rows(Resolution.FINE)
+    screen = np.tile(matrix, (-(-rows // matrix.shape[0]), -(-FAX_WIDTH_PX // cell)))
+    screen = np.ascontiguousarray(screen[:rows, :FAX_WIDTH_PX])
+    screen.flags.writeable = False
+    return screen
+
+
+def _screen_levels(
+    resolution: Resolution, top: int, left: int, rows: int, across: int
+) -> np.ndarray:
+    """The screen's levels over the box (``top``, ``left``, ``rows``, ``across``) of a page."""
+    screen = _screen(Resolution(resolution))
+    if top + rows <= screen.shape[0] and left + across <= screen.shape[1]:
+        return screen[top : top + rows, left : left + across]
+    cell_rows = SCREEN_CELL if Resolution(resolution) is Resolution.FINE else SCREEN_CELL // 2
+    matrix = screen[:cell_rows, :SCREEN_CELL]
+    # Larger than an A4 page (only for pictures bigger than a page, before fitting).
+    row0, col0 = top % cell_rows, left % SCREEN_CELL
+    tiled = np.tile(matrix, (-(-(row0 + rows) // cell_rows), -(-(col0 + across) // SCREEN_CELL)))
+    return tiled[row0 : row0 + rows, col0 : col0 + across]
 
 
 BAND_ROWS = PHOTO_TILE * 8
 """Rows made bilevel at a time. A page goes through in bands so that only one band's
-intermediate images exist at once: far less fresh memory per page, which is what a job
+intermediate arrays exist at once: far less fresh memory per page, which is what a job
 process (forked for every job, see :mod:`.sandbox`) pays for page by page."""
 
 
-def _photo_tiles(gray: Image.Image) -> Image.Image | None:
-    """One pixel per tile of ``gray``, 255 where the tile is photographic; None if none is.
+def gray_array(gray: Image.Image | np.ndarray) -> np.ndarray:
+    """``gray`` as a 2-D uint8 array (rows, pixels across), without a copy where possible.
+
+    PDF pages arrive as a view of PDFium's own bitmap buffer, so the page is never copied
+    before it is made bilevel.
+    """
+    if isinstance(gray, np.ndarray):
+        if gray.ndim != 2 or gray.dtype != np.uint8:
+            raise ValueError(f"a grey page is a 2-D uint8 array, got {gray.dtype} {gray.shape}")
+        return gray
+    if gray.mode != "L":
+        gray = gray.convert("L")
+    return np.asarray(gray)
+
+
+def _photo_tiles(gray: np.ndarray) -> np.ndarray | None:
+    """One bool per tile of ``gray``, True where the tile is photographic; None if none is.
 
     A tile is photographic when more than :data:`PHOTO_SHARE` of its pixels are mid-grey,
     and only inside a block of at least 3 x 3 such tiles (a morphological opening of the
     tile map): a lone tile of a noisy scan whose grey text crosses the share is text, and
     screening it would fray its letters. A picture smaller than about 12 mm is thresholded
     like line art.
+
+    Mid-grey pixels are counted 32 at a time: each band's mid-grey map is packed into bits
+    and every tile row's 32 bits are one 32-bit word to count.
     """
-    width, height = gray.size
-    shares = Image.new("L", (-(-width // PHOTO_TILE), -(-height // PHOTO_TILE)))
+    height, width = gray.shape
+    tiles_down, tiles_across = -(-height // PHOTO_TILE), -(-width // PHOTO_TILE)
+    counts = np.zeros((tiles_down, tiles_across), dtype=np.uint32)
+    words = np.zeros((BAND_ROWS, tiles_across * 4), dtype=np.uint8)
     for top in range(0, height, BAND_ROWS):
-        band = gray.crop((0, top, width, min(height, top + BAND_ROWS)))
-        shares.paste(band.point(_MID_LUT).reduce(PHOTO_TILE), (0, top // PHOTO_TILE))
-    tiles = shares.point(_PHOTO_LUT)
-    if tiles.getbbox() is None:
+        band = gray[top : top + BAND_ROWS]
+        rows = band.shape[0]
+        # 24 <= level <= 200, in one unsigned comparison (levels below 24 wrap above 176).
+        mid = np.packbits(np.less_equal(band - np.uint8(_MID_LOW), _MID_SPAN), axis=1)
+        words[:rows, : mid.shape[1]] = mid
+        per_row = np.bitwise_count(words[:rows].view(np.uint32))
+        tile_rows = -(-rows // PHOTO_TILE)
+        padded = np.zeros((tile_rows * PHOTO_TILE, tiles_across), dtype=np.uint8)
+        padded[:rows] = per_row
+        first = top // PHOTO_TILE
+        counts[first : first + tile_rows] = padded.reshape(tile_rows, PHOTO_TILE, tiles_across).sum(
+            axis=1, dtype=np.uint32
+        )
+    down = np.minimum(PHOTO_TILE, height - PHOTO_TILE * np.arange(tiles_down))
+    across = np.minimum(PHOTO_TILE, width - PHOTO_TILE * np.arange(tiles_across))
+    tiles = counts > PHOTO_SHARE * np.outer(down, across)
+    if not tiles.any():
         return None
-    tiles = tiles.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
-    return tiles if tiles.getbbox() is not None else None
+    tiles = _dilate(~_dilate(~tiles))  # opening: erode (dilate the complement), then dilate
+    return tiles if tiles.any() else None
 
 
-def _tiles_to_pixels(tiles: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """A tile map blown up to pixels: pixel (x, y) shows tile (x // 32, y // 32)."""
-    full = tiles.resize(
-        (tiles.width * PHOTO_TILE, tiles.height * PHOTO_TILE), Image.Resampling.NEAREST
+def _dilate(tiles: np.ndarray) -> np.ndarray:
+    """True where any tile of the 3 x 3 neighbourhood is True (edges repeated outwards)."""
+    padded = np.pad(tiles, 1, mode="edge")
+    height, width = tiles.shape
+    out = np.zeros_like(tiles)
+    for dy in range(3):
+        for dx in range(3):
+            out |= padded[dy : dy + height, dx : dx + width]
+    return out
+
+
+def _tile_box(tiles: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Pixel box (top, left, bottom, right) around the True tiles, clipped to ``shape``."""
+    rows = np.flatnonzero(tiles.any(axis=1))
+    cols = np.flatnonzero(tiles.any(axis=0))
+    return (
+        int(rows[0]) * PHOTO_TILE,
+        int(cols[0]) * PHOTO_TILE,
+        min(shape[0], (int(rows[-1]) + 1) * PHOTO_TILE),
+        min(shape[1], (int(cols[-1]) + 1) * PHOTO_TILE),
     )
-    return full.crop((0, 0, *size))
+
+
+def _tiles_to_pixels(tiles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A tile map blown up to pixels: pixel (y, x) shows tile (y // 32, x // 32)."""
+    return tiles.repeat(PHOTO_TILE, axis=0).repeat(PHOTO_TILE, axis=1)[: shape[0], : shape[1]]
 
 
 def photo_mask(gray: Image.Image) -> Image.Image | None:
     """Where ``gray`` is photographic ("L", 255 = halftone), or None when nowhere is."""
-    tiles = _photo_tiles(gray)
-    return None if tiles is None else _tiles_to_pixels(tiles, gray.size)
+    pixels = gray_array(gray)
+    tiles = _photo_tiles(pixels)
+    if tiles is None:
+        return None
+    return Image.fromarray(_tiles_to_pixels(tiles, pixels.shape).astype(np.uint8) * 255, "L")
 
 
 def halftone(gray: Image.Image, resolution: Resolution) -> Image.Image:
@@ -272,51 +351,82 @@ def halftone(gray: Image.Image, resolution: Resolution) -> Image.Image:
     every dot into specks, which costs more CCITT bits than the detail is worth at fax
     resolution. (A 3 x 3 box blur did the same job at seven times the cost.)
     """
-    return _screened(gray, (0, 0), resolution)
+    pixels = gray_array(gray)
+    ink = _screened_ink(pixels, 0, 0, resolution)
+    return _image_from_ink(ink)
 
 
-def _screened(part: Image.Image, origin: tuple[int, int], resolution: Resolution) -> Image.Image:
-    """``part`` of a page, whose top left is at ``origin`` on the page, screened with the
-    screen in phase with the whole page."""
-    smooth = part.reduce(2).resize(part.size, Image.Resampling.NEAREST)
-    left, top = origin
-    screen = _screen(_screen_size((left + part.width, top + part.height)), Resolution(resolution))
-    screen = screen.crop((left, top, left + part.width, top + part.height))
-    below = ImageChops.subtract(screen, smooth)
-    return below.point(_INK_WHERE_POSITIVE, "1")
+def _screened_ink(part: np.ndarray, top: int, left: int, resolution: Resolution) -> np.ndarray:
+    """Ink (True = black) of ``part`` of a page, whose top left is at (``top``, ``left``) on
+    the page, screened in phase with the whole page.
+
+    Each 2 x 2 block's average is compared with the screen level of each of its four
+    pixels, one quarter of the pixels at a time, so no full-size average is made. ``top``
+    and ``left`` are even, so the blocks fall on the same pixel pairs wherever the part
+    starts.
+    """
+    rows, across = part.shape
+    if rows % 2 or across % 2:
+        part = np.pad(part, ((0, rows % 2), (0, across % 2)), mode="edge")
+    total = part[0::2, 0::2].astype(np.uint16)
+    total += part[1::2, 0::2]
+    total += part[0::2, 1::2]
+    total += part[1::2, 1::2]
+    total += 2
+    smooth = (total >> 2).astype(np.uint8)
+    levels = _screen_levels(resolution, top, left, part.shape[0], part.shape[1])
+    ink = np.empty(part.shape, dtype=np.bool_)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            np.less(smooth, levels[dy::2, dx::2], out=ink[dy::2, dx::2])
+    return ink[:rows, :across]
 
 
-def _screen_size(size: tuple[int, int]) -> tuple[int, int]:
-    """Screens are cached per page size; any page fits in one a whole A4 fine page tall."""
-    return (max(size[0], FAX_WIDTH_PX), max(size[1], 2292))
+def _image_from_ink(ink: np.ndarray) -> Image.Image:
+    """A mode "1" image (paper white) from an ink map."""
+    rows, across = ink.shape
+    return Image.frombytes("1", (across, rows), np.packbits(ink, axis=1).tobytes(), "raw", "1;I")
 
 
-def bilevel_rows(gray: Image.Image, resolution: Resolution) -> bytes:
+def bilevel_rows(gray: Image.Image | np.ndarray, resolution: Resolution) -> bytes:
     """:func:`to_bilevel` as packed fax rows: MSB first, a set bit is black.
 
     Made band by band (:data:`BAND_ROWS`): threshold, screen the photographic tiles of the
     band, pack. Only the box around a band's photographic tiles is averaged and screened,
     so a page with a small picture pays for the picture, not for the page.
     """
-    width, height = gray.size
-    tiles = _photo_tiles(gray)
-    rows: list[bytes] = []
+    pixels = gray_array(gray)
+    height, width = pixels.shape
+    tiles = _photo_tiles(pixels)
+    row_bytes = (width + 7) // 8
+    out = np.empty((height, row_bytes), dtype=np.uint8)
+    ink = np.empty((min(height, BAND_ROWS), width), dtype=np.bool_)
     for top in range(0, height, BAND_ROWS):
-        bottom = min(height, top + BAND_ROWS)
-        band = gray.crop((0, top, width, bottom))
-        ink = band.point(_THRESHOLD_LUT, "1")
+        band = pixels[top : top + BAND_ROWS]
+        rows = band.shape[0]
+        band_ink = ink[:rows]
+        np.less(band, INK_THRESHOLD, out=band_ink)
         if tiles is not None:
-            band_tiles = tiles.crop((0, top // PHOTO_TILE, tiles.width, -(-bottom // PHOTO_TILE)))
-            if band_tiles.getbbox() is not None:
-                mask = _tiles_to_pixels(band_tiles, band.size)
-                box = mask.getbbox()
-                assert box is not None
-                screened = _screened(band.crop(box), (box[0], top + box[1]), resolution)
-                ink.paste(screened, box[:2], mask.crop(box))
-        rows.append(ink.tobytes("raw", "1;I"))  # inverted: black pixels become set bits
-    return b"".join(rows)
+            first, last = top // PHOTO_TILE, -(-(top + rows) // PHOTO_TILE)
+            band_tiles = tiles[first:last]
+            if band_tiles.any():
+                y0, x0, y1, x1 = _tile_box(band_tiles, (rows, width))
+                region = (slice(y0, y1), slice(x0, x1))
+                screened = _screened_ink(band[region], top + y0, x0, resolution)
+                box_tiles = band_tiles[
+                    y0 // PHOTO_TILE : -(-y1 // PHOTO_TILE), x0 // PHOTO_TILE : -(-x1 // PHOTO_TILE)
+                ]
+                if box_tiles.all():  # one rectangular picture: no mask to apply
+                    band_ink[region] = screened
+                else:
+                    mask = _tiles_to_pixels(band_tiles, (rows, width))[region]
+                    np.copyto(band_ink[region], screened, where=mask)
+        out[top : top + rows] = np.packbits(band_ink, axis=1)
+    return out.tobytes()
 
 
 def to_bilevel(gray: Image.Image, resolution: Resolution) -> Image.Image:
     """Threshold text and line art; halftone the tiles that are photographs (mode "1")."""
-    return Image.frombytes("1", gray.size, bilevel_rows(gray, resolution), "raw", "1;I")
+    pixels = gray_array(gray)
+    height, width = pixels.shape
+    return Image.frombytes("1", (width, height), bilevel_rows(pixels, resolution), "raw", "1;I")
