@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.utils import ImageReader
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from faxfleet.messages import Resolution  # noqa: E402
+from workers.render.bitmap import FAX_WIDTH_PX, fitted_size  # noqa: E402
 from workers.render.coding import Coding  # noqa: E402
 from workers.render.pipeline import render_documents  # noqa: E402
 from workers.render.sandbox import render_sandboxed, warm_renderer  # noqa: E402
@@ -193,6 +196,32 @@ def faxfleet_sandboxed(pdf: bytes, pages: int, res: Resolution, coding: Coding) 
     return _timed(job, pages)
 
 
+def pdfium_raster_only(pdf: bytes, pages: int, res: Resolution, coding: Coding) -> Result:
+    """Only what any PDFium-based renderer must do: open the PDF and rasterise each page,
+    in grey, at the fax page's pixel size, in this process. No bilevel step, no coding, no
+    sandbox: its pages/s is the ceiling of faxfleet's own (``coding`` is unused)."""
+
+    def job() -> int:
+        document = pdfium.PdfDocument(pdf)
+        try:
+            for page in document:
+                width, height = page.get_size()
+                across, rows = fitted_size(width / 72, height / 72, res)
+                bitmap = pdfium.PdfBitmap.new_native(
+                    FAX_WIDTH_PX, rows, format=pdfium_c.FPDFBitmap_Gray
+                )
+                bitmap.fill_rect((255, 255, 255, 255), 0, 0, FAX_WIDTH_PX, rows)
+                place = ((FAX_WIDTH_PX - across) // 2, 0, across, rows, 0)
+                pdfium_c.FPDF_RenderPageBitmap(bitmap, page, *place, pdfium_c.FPDF_ANNOT)
+                bitmap.close()
+                page.close()
+        finally:
+            document.close()
+        return 0
+
+    return _timed(job, pages)
+
+
 def ghostscript(path: Path, pages: int, res: Resolution, coding: Coding, out: Path) -> Result:
     command = [
         "gs", "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", f"-sDEVICE={GS_DEVICE[coding]}",
@@ -268,21 +297,24 @@ def main() -> None:
     header = (
         f"{'res':8} {'coding':6} {'job':7} {'ff p/s':>8} {'in-pr p/s':>9} {'gs p/s':>8} "
         f"{'speed x':>8} {'in-pr x':>8} {'ff KB/p':>8} {'gs KB/p':>8} {'size':>6} "
-        f"{'air s/p':>7} {'ff cpu':>7} {'gs cpu':>7} {'cpu x':>6}"
+        f"{'air s/p':>7} {'ff cpu':>7} {'gs cpu':>7} {'cpu x':>6} {'raster x':>8}"
     )
     print(header)
     for res in Resolution:
         for coding in Coding:
-            ff, inproc, gs = [], [], []
+            ff, inproc, gs, raster = [], [], [], []
             for kind in KINDS:
                 path = work / f"{kind}.pdf"
                 ff.append(_best_run(partial(faxfleet_sandboxed, singles[kind], 1, res, coding), 5))
                 inproc.append(
                     _best_run(partial(faxfleet_in_process, singles[kind], 1, res, coding), 5)
                 )
+                raster.append(
+                    _best_run(partial(pdfium_raster_only, singles[kind], 1, res, coding), 5)
+                )
                 out = work / f"gs-{kind}.tif"
                 gs.append(_best_run(partial(ghostscript, path, 1, res, coding, out), repeats))
-            rows = [("1-page", _total(ff), _total(inproc), _total(gs))]
+            rows = [("1-page", _total(ff), _total(inproc), _total(gs), _total(raster))]
             if not args.quick or coding is Coding.MMR:
                 long_ff = _best_run(partial(faxfleet_sandboxed, long_job, 50, res, coding), repeats)
                 long_in = faxfleet_in_process(long_job, 50, res, coding)
@@ -290,8 +322,11 @@ def main() -> None:
                     partial(ghostscript, work / "long.pdf", 50, res, coding, work / "gs-long.tif"),
                     repeats,
                 )
-                rows.append(("50-page", long_ff, long_in, long_gs))
-            for job, f, i, g in rows:
+                long_raster = _best_run(
+                    partial(pdfium_raster_only, long_job, 50, res, coding), repeats
+                )
+                rows.append(("50-page", long_ff, long_in, long_gs, long_raster))
+            for job, f, i, g, r in rows:
                 airtime = f.bytes * 8 / f.pages / LINE_BPS
                 print(
                     f"{res.value:8} {coding.value:6} {job:7} {f.pages_per_s:8.1f} "
@@ -300,7 +335,7 @@ def main() -> None:
                     f"{f.kb_per_page:8.1f} {g.kb_per_page:8.1f} "
                     f"{f.bytes / g.bytes:6.2f} {airtime:7.1f} "
                     f"{f.cpu / f.pages * 1000:7.1f} {g.cpu / g.pages * 1000:7.1f} "
-                    f"{g.cpu / f.cpu:6.2f}",
+                    f"{g.cpu / f.cpu:6.2f} {r.pages_per_s / g.pages_per_s:8.2f}",
                     flush=True,
                 )
     print(
@@ -310,7 +345,9 @@ def main() -> None:
         "mixed corpus); air s/p = faxfleet bits per page / 14,400 bit/s\n(T.30 handshake "
         "and the per-line minimum scan time ignored);\nff cpu, gs cpu = CPU ms per page of "
         "every process that rendered (the job processes, gs), cpu x = gs cpu / ff cpu:\n"
-        "what a machine busy with other work can still compare."
+        "what a machine busy with other work can still compare;\nraster x = pages/s of "
+        "PDFium's rasterising alone (open, draw grey at fax size, in-process: no bilevel, "
+        "no coding,\nno sandbox) / gs pages/s: the ceiling of any renderer built on PDFium."
     )
     _per_kind(singles, work)
     print(f"load average at end: {_load()}")
