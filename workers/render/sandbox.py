@@ -483,7 +483,8 @@ def _warm_up() -> None:
     """Render one page of each kind at each resolution, and code one in every coding.
 
     Everything a first page loads (PDFium's fonts, the text font, the halftone screens,
-    libtiff's codecs and the ctypes prototypes) is then in the zygote, and every job
+    libtiff's codecs, the ctypes prototypes and the modules a job imports) is then in the
+    zygote, and every job
     forked from it starts with it loaded instead of loading it again. It costs a few
     tenths of a second of CPU, once per worker process.
     """
@@ -493,6 +494,7 @@ def _warm_up() -> None:
 
     from faxfleet.kinds import Resolution
 
+    from . import split  # noqa: F401  (what every job process imports, loaded once here)
     from .pipeline import Coding, render_documents, transcode
 
     picture = io.BytesIO()
