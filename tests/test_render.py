@@ -489,3 +489,47 @@ def test_filled_in_form_field_shows_its_value() -> None:
     assert 0.05 < black_fraction(image, field) < 0.6
     rest = (px(72), row(200, Resolution.FINE), px(472), row(600, Resolution.FINE))
     assert black_fraction(image, rest) == 0.0
+
+
+def test_jpeg_from_a_phone_is_turned_upright_by_its_exif_orientation() -> None:
+    """A portrait page photographed sideways: the pixels are stored landscape and EXIF
+    orientation 6 says "turn a quarter clockwise to view". The fax shows the page upright
+    (its black heading band at the top), not the stored pixels turned to portrait."""
+    upright = Image.new("RGB", (400, 600), "white")
+    upright.paste((0, 0, 0), (0, 0, 400, 100))  # the heading band, at the top
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    stored.save(out, format="JPEG", quality=95, exif=exif)
+    [page] = render_documents([out.getvalue()], Resolution.FINE)
+    image = decode(page)
+    band = image.height * 100 // 600
+    assert black_fraction(image, (200, 10, 1500, band - 20)) > 0.99
+    assert black_fraction(image, (200, band + 40, 1500, image.height - 10)) == 0.0
+
+
+def test_text_drawn_from_cached_glyphs_is_pixel_for_pixel_pillows_own_drawing() -> None:
+    """Text pages are drawn glyph by glyph from masks rendered once per character; the
+    result must be exactly what Pillow draws line by line, for ASCII, accents (precomposed
+    and combining), symbols, characters the font lacks and the replacement character."""
+    from PIL import ImageDraw
+
+    from workers.render.text import _LEFT, _SHEET_SIZE, _font, _glyphs, _line_height
+
+    font = _font()
+    lines = [
+        "INVOICE 7781   Qty  Unit price   Total",
+        "  12  Part number 000444-X   widget, blue, boxed   qty 3   EUR 42.00",
+        "Crème brûlée, Ærø, Straße, naïve, e\u0301 (combining), ½ € — “quotes” ✓",
+        "漢字 and \ufffd and tabs    expanded",
+        "~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./ 0123456789",
+    ]
+    step = _line_height(font)
+    ours, pillows = (Image.new("L", (_SHEET_SIZE[0], 400), 255) for _ in range(2))
+    glyphs, reference = ImageDraw.Draw(ours), ImageDraw.Draw(pillows)
+    for number, line in enumerate(lines):
+        _glyphs().draw(glyphs, _LEFT, 10 + number * step, line)
+        reference.text((_LEFT, 10 + number * step), line, font=font, fill=0)
+    assert ours.histogram()[0] > 1000  # plenty of solid ink
+    assert ours.tobytes() == pillows.tobytes()
