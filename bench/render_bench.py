@@ -255,6 +255,10 @@ def _load() -> str:
         return " ".join(loadavg.read().split()[:3])
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+
 def machine() -> str:
     """What the figures were measured on."""
     cpu = "unknown CPU"
@@ -292,7 +296,7 @@ def main() -> None:
     warm_renderer().start()  # as a render worker does when its pool process starts
 
     print(machine())
-    print(f"load average at start: {_load()}")
+    print(f"started {_now()}, load average {_load()}")
     print(f"corpus: {', '.join(KINDS)} (1-page jobs); 50-page mixed job; repeats={repeats}")
     header = (
         f"{'res':8} {'coding':6} {'job':7} {'ff p/s':>8} {'in-pr p/s':>9} {'gs p/s':>8} "
@@ -350,7 +354,7 @@ def main() -> None:
         "no coding,\nno sandbox) / gs pages/s: the ceiling of any renderer built on PDFium."
     )
     _per_kind(singles, work)
-    print(f"load average at end: {_load()}")
+    print(f"ended {_now()}, load average {_load()}")
 
 
 def _per_kind(singles: dict[str, bytes], work: Path) -> None:

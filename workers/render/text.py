@@ -50,6 +50,11 @@ def _font() -> Font:
     return ImageFont.load_default(size=size)
 
 
+_MAX_GLYPHS = 4096
+"""Characters kept per font: a text of thousands of distinct characters is still drawn
+right, just without keeping every mask."""
+
+
 class _Glyphs:
     """Draws lines glyph by glyph from masks rendered once per character.
 
@@ -75,7 +80,9 @@ class _Glyphs:
         if glyph is None:
             assert isinstance(self._font, ImageFont.FreeTypeFont)
             mask, offset = self._font.getmask2(char, "L")
-            glyph = self._cache[char] = (mask, offset, self._font.getlength(char))
+            glyph = (mask, offset, self._font.getlength(char))
+            if len(self._cache) < _MAX_GLYPHS:
+                self._cache[char] = glyph
         return glyph
 
     def draw(self, draw: ImageDraw.ImageDraw, x: int, y: int, line: str) -> None:
