@@ -354,6 +354,7 @@ def main() -> None:
         "no coding,\nno sandbox) / gs pages/s: the ceiling of any renderer built on PDFium."
     )
     _per_kind(singles, work)
+    _other_inputs()
     print(f"ended {_now()}, load average {_load()}")
 
 
@@ -371,6 +372,38 @@ def _per_kind(singles: dict[str, bytes], work: Path) -> None:
                     f"{ff.seconds * 1000:.0f}/{gs.seconds * 1000:.0f} ms"
                 )
             print(f"by kind, ff/gs, {res.value} {coding.value}: " + ", ".join(cells))
+
+
+def other_inputs() -> dict[str, bytes]:
+    """Documents that are not PDFs (Ghostscript does not read them): a 60-line text
+    listing, and a 300 dpi A4 scan as a colour JPEG and as a 1-bit PNG."""
+    lines = [
+        f"{i:4d}  Part number {i * 37:06d}-X   widget, blue, boxed   qty {i % 9 + 1:3d}"
+        f"   EUR {i * 3.5:8.2f}"
+        for i in range(60)
+    ]
+    scan = _scanned_image().resize((2480, 3508))
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    scan.convert("RGB").save(jpeg, format="JPEG", quality=85)
+    scan.point(lambda v: 0 if v < 128 else 255).convert("1").save(png, format="PNG")
+    return {
+        "text listing": ("\n".join(lines) + "\n").encode(),
+        "JPEG scan": jpeg.getvalue(),
+        "1-bit PNG scan": png.getvalue(),
+    }
+
+
+def _other_inputs() -> None:
+    """ms per 1-page job for inputs Ghostscript cannot read: faxfleet alone."""
+    for name, data in other_inputs().items():
+        cells = []
+        for res in Resolution:
+            ff = _best_run(partial(faxfleet_sandboxed, data, 1, res, Coding.MMR), 5)
+            inproc = _best_run(partial(faxfleet_in_process, data, 1, res, Coding.MMR), 5)
+            cells.append(
+                f"{res.value} {ff.seconds * 1000:.0f} ms ({inproc.seconds * 1000:.0f} in-process)"
+            )
+        print(f"faxfleet only, MMR, {name}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

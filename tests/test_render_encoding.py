@@ -422,3 +422,27 @@ def test_screen_levels_beyond_an_a4_page_continue_in_phase(resolution: Resolutio
             for y in range(rows)
         ]
         assert levels.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("across", "left", "top"),
+    [(1728, 0, 0), (1687, 20, 0), (333, 5, 7), (8, 1720, 3), (1, 1727, 0), (613, 557, 11)],
+)
+def test_content_rows_placed_on_the_page_equal_pillows_paste(
+    across: int, left: int, top: int
+) -> None:
+    """Text and image pages are made bilevel at their own size and their packed rows are
+    then placed on the 1728-wide page at any pixel offset: the same pixels as pasting the
+    bilevel image onto a white page."""
+    import random
+
+    from workers.render.bitmap import FaxBitmap, _placed
+
+    rng = random.Random(across * 31 + left)
+    down, height = 40, 60
+    content = Image.frombytes("1", (across, down), rng.randbytes(-(-across // 8) * down))
+    expected = Image.new("1", (1728, height), 1)
+    expected.paste(content, (left, top))
+    rows = FaxBitmap.from_image(content).bits
+    placed = FaxBitmap(1728, height, _placed(rows, (across, down), left, top, height))
+    assert placed.to_image().tobytes() == expected.tobytes()

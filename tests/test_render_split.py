@@ -21,7 +21,10 @@ from workers.render.sandbox import render_sandboxed, warm_renderer
 
 
 def text_pages(count: int, label: str) -> bytes:
-    return "\x0c".join(f"{label} page {n}\n" * 30 for n in range(count)).encode()
+    """``count`` full pages of text (60 dense lines each: ~15 ms a page at fine), so that
+    a few hundred of them take seconds even on two processes."""
+    line = "ABCDEFGHIJ0123456789" * 3
+    return "\x0c".join(f"{label} page {n:03d} {line}\n" * 60 for n in range(count)).encode()
 
 
 def picture(fmt: str = "PNG", size: tuple[int, int] = (600, 800)) -> bytes:

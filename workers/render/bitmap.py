@@ -9,6 +9,7 @@ about sizes, centring, rotation or the ink threshold.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -40,6 +41,35 @@ text edges are a few per cent of a text tile; a photograph is mostly mid-tones."
 _MID_LOW, _MID_HIGH = 24, 200
 """Grey levels counted as mid-grey (neither paper nor ink) when classifying tiles."""
 _MID_SPAN = _MID_HIGH - _MID_LOW
+
+
+INVERTED_BYTES = bytes(255 - value for value in range(256))
+"""Byte table flipping every bit: Pillow's "1" rows (1 = white) <-> fax rows (1 = black)."""
+
+
+@dataclass(frozen=True)
+class FaxBitmap:
+    """One bilevel page as fax rows: packed MSB first, a set bit is black (min-is-white)."""
+
+    width: int
+    height: int
+    bits: bytes
+
+    @property
+    def row_bytes(self) -> int:
+        return (self.width + 7) // 8
+
+    @classmethod
+    def from_image(cls, page: Image.Image) -> FaxBitmap:
+        """From a mode "1" page (paper 255). Packed with Pillow's inverting packer ("1;I"),
+        so black pixels become set bits in the same pass, with no second pass to flip them."""
+        if page.mode != "1":
+            raise ValueError(f"fax pages are bilevel (mode '1'), got mode {page.mode!r}")
+        return cls(page.width, page.height, page.tobytes("raw", "1;I"))
+
+    def to_image(self) -> Image.Image:
+        """A mode "1" Pillow image, paper white (255)."""
+        return Image.frombytes("1", (self.width, self.height), self.bits.translate(INVERTED_BYTES))
 
 
 def vertical_dpi(resolution: Resolution) -> int:
@@ -95,7 +125,7 @@ def _clamped(width_px: float, rows: float, resolution: Resolution) -> tuple[int,
 
 def page_at_physical_size(
     gray: Image.Image, width_in: float, height_in: float, resolution: Resolution
-) -> Image.Image:
+) -> FaxBitmap:
     """A fax page showing ``gray`` at its true size, shrunk only if it does not fit.
 
     ``gray`` depicts a sheet of ``width_in`` x ``height_in`` inches at any pixel density.
@@ -109,7 +139,7 @@ def page_at_physical_size(
 
 def page_fit_to_a4(
     gray: Image.Image, resolution: Resolution, *, pixel_aspect: float = 1.0
-) -> Image.Image:
+) -> FaxBitmap:
     """A full A4 fax page with ``gray`` enlarged or reduced to fit it, centred.
 
     For pictures, whose stated dpi is too often wrong to trust for size.
@@ -138,10 +168,13 @@ def _compose(
     *,
     page_rows: int | None,
     resolution: Resolution,
-) -> Image.Image:
+) -> FaxBitmap:
     """Resample to ``target`` (across, rows), make bilevel, and centre on a white fax page.
 
-    ``page_rows`` None makes the page exactly as tall as the content.
+    ``page_rows`` None makes the page exactly as tall as the content. The content is made
+    bilevel on its own (its photo tiles and screen in phase with it) and its packed rows
+    are then placed on the page, shifted to any pixel offset, with no bilevel image in
+    between.
     """
     if gray.mode != "L":
         gray = gray.convert("L")
@@ -151,13 +184,33 @@ def _compose(
         shrinking = target[0] <= gray.size[0] and target[1] <= gray.size[1]
         method = Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS
         gray = gray.resize(target, method)
-    ink = to_bilevel(gray, resolution)
+    rows = bilevel_rows(gray, resolution)
     height = target[1] if page_rows is None else page_rows
-    if ink.size == (FAX_WIDTH_PX, height):
-        return ink
-    page = Image.new("1", (FAX_WIDTH_PX, height), 1)
-    page.paste(ink, ((FAX_WIDTH_PX - target[0]) // 2, (height - target[1]) // 2))
-    return page
+    if target == (FAX_WIDTH_PX, height):
+        return FaxBitmap(FAX_WIDTH_PX, height, rows)
+    left, top = (FAX_WIDTH_PX - target[0]) // 2, (height - target[1]) // 2
+    return FaxBitmap(FAX_WIDTH_PX, height, _placed(rows, target, left, top, height))
+
+
+def _placed(rows: bytes, size: tuple[int, int], left: int, top: int, height: int) -> bytes:
+    """Packed rows of ``size`` (across, rows) placed at (``left``, ``top``) on a white
+    page 1728 wide and ``height`` rows tall, as packed rows.
+
+    A content row's bits are shifted right by ``left % 8`` across byte boundaries; its
+    padding bits are white (0), so they never cover ink.
+    """
+    across, down = size
+    content = np.frombuffer(rows, dtype=np.uint8).reshape(down, -(-across // 8))
+    width_bytes = content.shape[1]
+    page = np.zeros((height, FAX_WIDTH_PX // 8 + 1), dtype=np.uint8)  # + 1: the spill byte
+    first, shift = divmod(left, 8)
+    area = page[top : top + down]
+    if shift == 0:
+        area[:, first : first + width_bytes] = content
+    else:
+        area[:, first : first + width_bytes] |= content >> shift
+        area[:, first + 1 : first + 1 + width_bytes] |= content << (8 - shift)
+    return page[:, : FAX_WIDTH_PX // 8].tobytes()
 
 
 # --- bilevel: threshold text, screen photographs -------------------------------------------

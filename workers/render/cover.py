@@ -288,7 +288,7 @@ def cover_page(
     )
     return page_at_physical_size(
         draw_cover(text), FAX_WIDTH_PX / HORIZONTAL_DPI, A4_HEIGHT_IN, Resolution(resolution)
-    )
+    ).to_image()
 
 
 def cover_tiff(

@@ -33,7 +33,14 @@ from PIL import (
 from faxfleet.documents import DocumentType
 from faxfleet.kinds import Resolution
 
-from .bitmap import A4_HEIGHT_IN, FAX_WIDTH_PX, HORIZONTAL_DPI, page_fit_to_a4, vertical_dpi
+from .bitmap import (
+    A4_HEIGHT_IN,
+    FAX_WIDTH_PX,
+    HORIZONTAL_DPI,
+    FaxBitmap,
+    page_fit_to_a4,
+    vertical_dpi,
+)
 from .errors import DocumentError
 from .tiff import StoredPage, TiffError, read_pages
 
@@ -160,6 +167,9 @@ class ImageSource:
             yield self.page(index)
 
     def page(self, index: int) -> Image.Image:
+        return self.bitmap(index).to_image()
+
+    def bitmap(self, index: int) -> FaxBitmap:
         try:
             self._image.seek(index)
             if isinstance(self._image, JpegImagePlugin.JpegImageFile):

@@ -20,7 +20,7 @@ from .image import FaxTiffSource, open_image
 from .pdf import PdfSource
 from .source import PageSource
 from .text import TextSource
-from .tiff import FaxBitmap, StoredPage, encode_bitmap, transcode
+from .tiff import StoredPage, encode_bitmap, transcode
 
 __all__ = [
     "Coding",
@@ -59,14 +59,6 @@ def _encode_stored(
     return encode_bitmap(
         page.bitmap, resolution, coding, page_number=number, page_count=total, raw=raw
     )
-
-
-def _bitmap(source: PageSource, index: int) -> FaxBitmap:
-    """Page ``index`` as fax rows: straight from readers that make rows (PDF), else packed
-    from the page image."""
-    if isinstance(source, PdfSource):
-        return source.bitmap(index)
-    return FaxBitmap.from_image(source.page(index))
 
 
 class OpenedJob:
@@ -110,7 +102,7 @@ class OpenedJob:
                         if current % of == mine:
                             pages.append(
                                 encode_bitmap(
-                                    _bitmap(source, index),
+                                    source.bitmap(index),
                                     self.resolution,
                                     self.coding,
                                     page_number=current,

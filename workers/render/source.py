@@ -11,6 +11,8 @@ from typing import Protocol
 
 from PIL import Image
 
+from .bitmap import FaxBitmap
+
 
 class PageSource(Protocol):
     """An opened document. Readers raise ``DocumentError`` for anything wrong with it."""
@@ -27,6 +29,11 @@ class PageSource(Protocol):
     def page(self, index: int) -> Image.Image:
         """Fax page ``index`` (0-based) alone, as ``pages`` gives it: a job split over
         several processes draws only the pages that are its share."""
+        ...
+
+    def bitmap(self, index: int) -> FaxBitmap:
+        """Fax page ``index`` as packed fax rows: what the pipeline encodes, made without
+        a bilevel image in between."""
         ...
 
     def close(self) -> None:

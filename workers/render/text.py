@@ -18,7 +18,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from faxfleet.kinds import Resolution
 
-from .bitmap import A4_HEIGHT_IN, A4_WIDTH_IN, FAX_WIDTH_PX, HORIZONTAL_DPI, page_at_physical_size
+from .bitmap import (
+    A4_HEIGHT_IN,
+    A4_WIDTH_IN,
+    FAX_WIDTH_PX,
+    HORIZONTAL_DPI,
+    FaxBitmap,
+    page_at_physical_size,
+)
 
 FONT_PATH = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf")
 FONT_POINTS = 10
@@ -175,6 +182,9 @@ class TextSource:
             yield self.page(index)
 
     def page(self, index: int) -> Image.Image:
+        return self.bitmap(index).to_image()
+
+    def bitmap(self, index: int) -> FaxBitmap:
         step = _line_height(self._font)
         sheet = Image.new("L", _SHEET_SIZE, 255)
         draw = ImageDraw.Draw(sheet)

@@ -29,7 +29,7 @@ from PIL import Image
 
 from faxfleet.kinds import Resolution
 
-from .bitmap import FAX_WIDTH_PX, HORIZONTAL_DPI, vertical_dpi
+from .bitmap import FAX_WIDTH_PX, HORIZONTAL_DPI, INVERTED_BYTES, FaxBitmap, vertical_dpi
 from .coding import T4_2D, TIFF_COMPRESSION, Coding, coding_of
 
 # TIFF tags (TIFF 6.0 and the Class F additions).
@@ -54,37 +54,9 @@ _MIN_IS_WHITE = 0
 _MIN_IS_BLACK = 1
 _INCH = 2
 
-_INVERT = bytes(255 - value for value in range(256))
-"""Byte table flipping every bit: Pillow's "1" rows (1 = white) <-> fax rows (1 = black)."""
-
 
 class TiffError(Exception):
     """libtiff could not read or write a page."""
-
-
-@dataclass(frozen=True)
-class FaxBitmap:
-    """One bilevel page as fax rows: packed MSB first, a set bit is black (min-is-white)."""
-
-    width: int
-    height: int
-    bits: bytes
-
-    @property
-    def row_bytes(self) -> int:
-        return (self.width + 7) // 8
-
-    @classmethod
-    def from_image(cls, page: Image.Image) -> FaxBitmap:
-        """From a mode "1" page (paper 255). Packed with Pillow's inverting packer ("1;I"),
-        so black pixels become set bits in the same pass, with no second pass to flip them."""
-        if page.mode != "1":
-            raise ValueError(f"fax pages are bilevel (mode '1'), got mode {page.mode!r}")
-        return cls(page.width, page.height, page.tobytes("raw", "1;I"))
-
-    def to_image(self) -> Image.Image:
-        """A mode "1" Pillow image, paper white (255)."""
-        return Image.frombytes("1", (self.width, self.height), self.bits.translate(_INVERT))
 
 
 @dataclass(frozen=True)
@@ -317,7 +289,7 @@ def _read_page(tif: int) -> StoredPage:
         raise TiffError("the TIFF page is truncated")
     bits = bytes(decoded[:expected])
     if photometric == _MIN_IS_BLACK:
-        bits = bits.translate(_INVERT)
+        bits = bits.translate(INVERTED_BYTES)
     raw: bytes | None = None
     reusable = strips == 1 and photometric == _MIN_IS_WHITE and _get(tif, _FILL_ORDER) == 1
     if reusable:
