@@ -30,7 +30,7 @@ _FLAGS = pdfium_c.FPDF_ANNOT
 """Annotations drawn (as PDF viewers show them). The bitmap itself is grey
 (``FPDFBitmap_Gray``), so PDFium converts colours to grey as it composites; the
 ``FPDF_GRAYSCALE`` flag would convert them once more beforehand, for the same pixels
-(checked on colour fills, photographs and scans) and 10-15 % more time on image pages.
+(checked on colour fills, photographs and scans) and 13-17 % more time on image pages.
 Anti-aliasing stays on: the threshold keeps a thin stroke that covers only part of a pixel,
 which aliased drawing would drop or keep at random."""
 
