@@ -43,10 +43,6 @@ _MID_LOW, _MID_HIGH = 24, 200
 _MID_SPAN = _MID_HIGH - _MID_LOW
 
 
-INVERTED_BYTES = bytes(255 - value for value in range(256))
-"""Byte table flipping every bit: Pillow's "1" rows (1 = white) <-> fax rows (1 = black)."""
-
-
 @dataclass(frozen=True)
 class FaxBitmap:
     """One bilevel page as fax rows: packed MSB first, a set bit is black (min-is-white)."""
@@ -68,8 +64,9 @@ class FaxBitmap:
         return cls(page.width, page.height, page.tobytes("raw", "1;I"))
 
     def to_image(self) -> Image.Image:
-        """A mode "1" Pillow image, paper white (255)."""
-        return Image.frombytes("1", (self.width, self.height), self.bits.translate(INVERTED_BYTES))
+        """A mode "1" Pillow image, paper white (255), unpacked with Pillow's inverting
+        decoder ("1;I") in one pass."""
+        return Image.frombytes("1", (self.width, self.height), self.bits, "raw", "1;I")
 
 
 def vertical_dpi(resolution: Resolution) -> int:
@@ -266,6 +263,11 @@ def _screen_matrix(rows_per_cell: int) -> list[list[int]]:
     return matrix
 
 
+def _cell_rows(resolution: Resolution) -> int:
+    """Rows of one screen tile: 10 at fine resolution, 5 at standard (rows twice as tall)."""
+    return SCREEN_CELL if Resolution(resolution) is Resolution.FINE else SCREEN_CELL // 2
+
+
 @lru_cache(maxsize=2)
 def _screen(resolution: Resolution) -> np.ndarray:
     """The screen's threshold levels tiled over one whole A4 page (uint8, read-only).
@@ -274,12 +276,9 @@ def _screen(resolution: Resolution) -> np.ndarray:
     a job reads them from shared memory). Indexed by page coordinates, so every band and
     every picture is screened in phase with the page.
     """
-    cell = SCREEN_CELL
-    matrix = np.array(
-        _screen_matrix(cell if resolution is Resolution.FINE else cell // 2), dtype=np.uint8
-    )
+    matrix = np.array(_screen_matrix(_cell_rows(resolution)), dtype=np.uint8)
     rows = max_rows(Resolution.FINE)
-    screen = np.tile(matrix, (-(-rows // matrix.shape[0]), -(-FAX_WIDTH_PX // cell)))
+    screen = np.tile(matrix, (-(-rows // matrix.shape[0]), -(-FAX_WIDTH_PX // SCREEN_CELL)))
     screen = np.ascontiguousarray(screen[:rows, :FAX_WIDTH_PX])
     screen.flags.writeable = False
     return screen
@@ -292,7 +291,7 @@ def _screen_levels(
     screen = _screen(Resolution(resolution))
     if top + rows <= screen.shape[0] and left + across <= screen.shape[1]:
         return screen[top : top + rows, left : left + across]
-    cell_rows = SCREEN_CELL if Resolution(resolution) is Resolution.FINE else SCREEN_CELL // 2
+    cell_rows = _cell_rows(resolution)
     matrix = screen[:cell_rows, :SCREEN_CELL]
     # Larger than an A4 page (only for pictures bigger than a page, before fitting).
     row0, col0 = top % cell_rows, left % SCREEN_CELL
@@ -404,9 +403,9 @@ def halftone(gray: Image.Image, resolution: Resolution) -> Image.Image:
     every dot into specks, which costs more CCITT bits than the detail is worth at fax
     resolution. (A 3 x 3 box blur did the same job at seven times the cost.)
     """
-    pixels = gray_array(gray)
-    ink = _screened_ink(pixels, 0, 0, resolution)
-    return _image_from_ink(ink)
+    ink = _screened_ink(gray_array(gray), 0, 0, resolution)
+    rows, across = ink.shape
+    return FaxBitmap(across, rows, np.packbits(ink, axis=1).tobytes()).to_image()
 
 
 def _screened_ink(part: np.ndarray, top: int, left: int, resolution: Resolution) -> np.ndarray:
@@ -433,12 +432,6 @@ def _screened_ink(part: np.ndarray, top: int, left: int, resolution: Resolution)
         for dx in (0, 1):
             np.less(smooth, levels[dy::2, dx::2], out=ink[dy::2, dx::2])
     return ink[:rows, :across]
-
-
-def _image_from_ink(ink: np.ndarray) -> Image.Image:
-    """A mode "1" image (paper white) from an ink map."""
-    rows, across = ink.shape
-    return Image.frombytes("1", (across, rows), np.packbits(ink, axis=1).tobytes(), "raw", "1;I")
 
 
 def bilevel_rows(gray: Image.Image | np.ndarray, resolution: Resolution) -> bytes:
@@ -482,4 +475,4 @@ def to_bilevel(gray: Image.Image, resolution: Resolution) -> Image.Image:
     """Threshold text and line art; halftone the tiles that are photographs (mode "1")."""
     pixels = gray_array(gray)
     height, width = pixels.shape
-    return Image.frombytes("1", (width, height), bilevel_rows(pixels, resolution), "raw", "1;I")
+    return FaxBitmap(width, height, bilevel_rows(pixels, resolution)).to_image()

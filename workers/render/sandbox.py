@@ -484,9 +484,8 @@ def _warm_up() -> None:
 
     Everything a first page loads (PDFium's fonts, the text font, the halftone screens,
     libtiff's codecs, the ctypes prototypes and the modules a job imports) is then in the
-    zygote, and every job
-    forked from it starts with it loaded instead of loading it again. It costs a few
-    tenths of a second of CPU, once per worker process.
+    zygote, and every job forked from it starts with it loaded instead of loading it
+    again. It costs a few tenths of a second of CPU, once per worker process.
     """
     import io
 

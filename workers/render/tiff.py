@@ -29,7 +29,7 @@ from PIL import Image
 
 from faxfleet.kinds import Resolution
 
-from .bitmap import FAX_WIDTH_PX, HORIZONTAL_DPI, INVERTED_BYTES, FaxBitmap, vertical_dpi
+from .bitmap import FAX_WIDTH_PX, HORIZONTAL_DPI, FaxBitmap, vertical_dpi
 from .coding import T4_2D, TIFF_COMPRESSION, Coding, coding_of
 
 # TIFF tags (TIFF 6.0 and the Class F additions).
@@ -53,6 +53,9 @@ _FILETYPE_PAGE = 2
 _MIN_IS_WHITE = 0
 _MIN_IS_BLACK = 1
 _INCH = 2
+
+_INVERT = bytes(255 - value for value in range(256))
+"""Byte table flipping every bit: a min-is-black page's rows -> fax rows (1 = black)."""
 
 
 class TiffError(Exception):
@@ -289,7 +292,7 @@ def _read_page(tif: int) -> StoredPage:
         raise TiffError("the TIFF page is truncated")
     bits = bytes(decoded[:expected])
     if photometric == _MIN_IS_BLACK:
-        bits = bits.translate(INVERTED_BYTES)
+        bits = bits.translate(_INVERT)
     raw: bytes | None = None
     reusable = strips == 1 and photometric == _MIN_IS_WHITE and _get(tif, _FILL_ORDER) == 1
     if reusable:
