@@ -434,7 +434,7 @@ def _import_checked(site: SiteConfig, text: str) -> CostTable:
         for peer in registry().sites().values():
             if peer.group != site.group or peer.name == site.name:
                 continue
-            other = cost_store().current(peer.name)
+            other = cost_store().current(peer.name, peer.timezone)
             if other is not None and other.currency != table.currency:
                 raise CostTableError(
                     [

@@ -17,6 +17,13 @@ Rules:
   current one.
 * :meth:`CostStore.rollback` makes a kept older version current again (it stays that
   version number; the next import still gets n+1).
+* Bands are evaluated in the site's **current** time zone (its ``SiteConfig.timezone``):
+  every table this store hands out (:meth:`CostStore.current`, :meth:`CostStore.get`,
+  and what :meth:`CostStore.import_csv` and :meth:`CostStore.rollback` return) is in
+  that zone, so changing a site's zone moves its bands at once, without a new import.
+  The zone stored with a version (JSON ``timezone``, and ``timezone_at_import`` in its
+  record) is the one it was imported in, kept for the record only. A site that is not
+  declared (any more) keeps the stored zone.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 import redis
 
 from routing.costs import CostTable, parse_csv, table_from_json, table_to_json, to_csv
-from routing.sites import CONFIG_VERSION
+from routing.sites import CONFIG_VERSION, Registry
 
 KEEP_VERSIONS = 20
 
@@ -45,7 +52,7 @@ def current_key(site: str) -> str:
 
 
 def meta_key(site: str) -> str:
-    """Hash: version -> JSON {imported_at, rows, currency}."""
+    """Hash: version -> JSON {imported_at, rows, currency, timezone_at_import}."""
     return f"ff:rt:costs:{site}:meta"
 
 
@@ -77,23 +84,38 @@ class CostStore:
             out.append({"version": version, **meta})
         return out
 
-    def current(self, site: str) -> CostTable | None:
-        """The table routers use, or None when the site has none."""
+    def site_timezone(self, site: str) -> str | None:
+        """The site's current time zone from its configuration (None: not declared)."""
+        config = Registry(self.r).site(site)
+        return config.timezone if config is not None else None
+
+    def _in_zone(self, table: CostTable, timezone: str | None) -> CostTable:
+        """``table`` evaluated in ``timezone``, by default the site's current zone."""
+        zone = timezone if timezone is not None else self.site_timezone(table.site)
+        return table if zone is None else table.in_timezone(zone)
+
+    def current(self, site: str, timezone: str | None = None) -> CostTable | None:
+        """The table routers use, or None when the site has none.
+
+        Its bands are evaluated in ``timezone``, by default the site's current time zone
+        (read from its configuration; the stored zone if the site is not declared).
+        Callers that hold the site's configuration pass its ``timezone``."""
         version = self.version(site)
         if not version:
             return None
         raw = self.r.hget(table_key(site), str(version))
-        return table_from_json(raw) if raw else None
+        return self._in_zone(table_from_json(raw), timezone) if raw else None
 
-    def get(self, site: str, version: int | None = None) -> CostTable:
-        """One version (default: the current one); :class:`UnknownVersion` if not kept."""
+    def get(self, site: str, version: int | None = None, timezone: str | None = None) -> CostTable:
+        """One version (default: the current one), in ``timezone`` as :meth:`current`;
+        :class:`UnknownVersion` if not kept."""
         wanted = self.version(site) if version is None else version
         raw = self.r.hget(table_key(site), str(wanted)) if wanted else None
         if raw is None:
             if version is None:
                 raise UnknownVersion(f"site {site!r} has no cost table")
             raise UnknownVersion(f"site {site!r} has no cost table version {version}")
-        return table_from_json(raw)
+        return self._in_zone(table_from_json(raw), timezone)
 
     def export_csv(self, site: str, version: int | None = None) -> str:
         """A version (default: current) as CSV, in the form :meth:`import_csv` reads."""
@@ -101,12 +123,17 @@ class CostStore:
 
     # -- changing -----------------------------------------------------------------------
 
-    def import_csv(self, site: str, text: str, timezone: str) -> CostTable:
+    def import_csv(self, site: str, text: str, timezone: str | None = None) -> CostTable:
         """Check ``text`` and make it the site's new current table (version n+1).
 
-        Raises :class:`~routing.costs.CostTableError` (nothing written) when the file
-        has errors."""
-        table = parse_csv(text, site=site, timezone=timezone, version=self._highest(site) + 1)
+        ``timezone`` is recorded as the zone at import (default: the site's current
+        zone, or UTC for a site not declared); the table returned is evaluated in the
+        site's current zone, like :meth:`current`. Raises
+        :class:`~routing.costs.CostTableError` (nothing written) when the file has
+        errors."""
+        zone_now = self.site_timezone(site)
+        recorded = timezone if timezone is not None else zone_now or "UTC"
+        table = parse_csv(text, site=site, timezone=recorded, version=self._highest(site) + 1)
         with self.r.pipeline() as pipe:
             while True:
                 try:
@@ -120,6 +147,7 @@ class CostStore:
                         "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
                         "rows": len(table.tariffs),
                         "currency": table.currency,
+                        "timezone_at_import": table.timezone,
                     }
                     pipe.multi()
                     pipe.hset(table_key(site), str(version), table_to_json(table))
@@ -130,7 +158,7 @@ class CostStore:
                         pipe.hdel(meta_key(site), *map(str, drop))
                     pipe.incr(CONFIG_VERSION)
                     pipe.execute()
-                    return table
+                    return table if zone_now is None else table.in_timezone(zone_now)
                 except redis.WatchError:
                     continue
 
@@ -147,7 +175,7 @@ class CostStore:
                     pipe.set(current_key(site), version)
                     pipe.incr(CONFIG_VERSION)
                     pipe.execute()
-                    return table_from_json(raw)
+                    return self._in_zone(table_from_json(raw), None)
                 except redis.WatchError:
                     continue
 

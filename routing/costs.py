@@ -47,6 +47,14 @@ Lookup (``CostTable.lookup(e164, at)``)
     that time. ``can_dial(e164)`` says whether any row's prefix matches the number at
     any time. Lookups walk a dict keyed by prefix (at most 16 probes), never the rows.
 
+Time zone
+    A table's ``timezone`` is the zone its bands are evaluated in. The rows do not
+    depend on it: ``in_timezone(zone)`` gives the same table evaluated in another zone.
+    The routing service always evaluates a site's table in the site's current time zone
+    (``routing.cost_store.CostStore.current``), so changing the site's zone moves its
+    bands without a new import; the zone stored with a version is the one it was
+    imported in, kept for the record.
+
 Cost (``CostTable.call_cost(e164, at, seconds)``)
     The whole call is billed at the tariff in force when it starts (``at``), even if it
     runs into another band. billed_seconds is ``first_increment`` for a call of at most
@@ -671,6 +679,22 @@ class CostTable:
             object.__setattr__(table, name, value)
         table._build()
         return table
+
+    def in_timezone(self, timezone: str) -> CostTable:
+        """The same table (rows, site, currency, version) with its bands evaluated in
+        ``timezone``; ``CostTableError`` if that is not a known IANA time zone."""
+        if timezone == self.timezone:
+            return self
+        errors = _meta_errors(self.site, timezone, self.version)
+        if errors:
+            raise CostTableError(message for _, message in errors)
+        return CostTable._trusted(
+            site=self.site,
+            timezone=timezone,
+            currency=self.currency,
+            version=self.version,
+            tariffs=self.tariffs,
+        )
 
     def _build(self) -> None:
         per_day: dict[str, list[list[Tariff]]] = {}

@@ -159,7 +159,9 @@ class Dispatcher:
     # -- shared state ---------------------------------------------------------------
 
     def _reload(self) -> None:
-        """Site configuration and cost tables, kept when Redis cannot be read."""
+        """Site configuration and cost tables, kept when Redis cannot be read. Each
+        table's bands are evaluated in its site's time zone as this configuration gives
+        it, so a changed zone applies from the reload its version bump causes."""
         try:
             version = int(self.r.get(CONFIG_VERSION) or 0)
             stale = time.monotonic() - self.cache.loaded_at > self.refresh_seconds
@@ -169,7 +171,7 @@ class Dispatcher:
 
             configs = Registry(self.r).sites()
             store = CostStore(self.r)
-            costs = {name: store.current(name) for name in configs}
+            costs = {name: store.current(name, config.timezone) for name, config in configs.items()}
             self.cache = Fleet(configs, costs, version, time.monotonic())
         except redis.RedisError as exc:
             self.rt.log.warning("keeping last good site configuration", error=str(exc))

@@ -21,7 +21,7 @@ from faxfleet import keys
 from faxfleet.messages import LineStatus, SiteStatus
 from faxfleet.redis_server import RedisServer, free_port
 from routing.sites import CONFIG_VERSION
-from tests.test_cost_store import BAD, PARIS, flat
+from tests.test_cost_store import BAD, PARIS, TZ, flat
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"X-API-Key": "admin-key"}
@@ -401,3 +401,55 @@ def test_a_group_prices_in_one_currency(api: httpx.Client) -> None:
         ).status_code
         == 200
     )
+
+
+def test_a_new_timezone_moves_the_bands_without_a_new_import(
+    api: httpx.Client, servers: Servers, r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Changing a site's time zone (API or CLI) moves its tariff bands at once, for the
+    dispatcher and every cost look-up, with the same table version."""
+    from routing.cost_store import CostStore
+    from routing.dispatcher import Dispatcher
+    from tests.test_dispatch import make_runtime, publish
+
+    csv_headers = {**ADMIN, "Content-Type": "text/csv"}
+    assert api.post("/v1/sites", json=PARIS_SITE, headers=ADMIN).status_code == 201
+    assert (
+        api.put("/v1/sites/paris/costs", content=PARIS, headers=csv_headers).json()["version"] == 1
+    )
+    publish(r, "paris", lines=2)
+    d = Dispatcher(make_runtime(redis_server.url))
+    number = "+33491000000"
+    # 18:30 UTC on Wednesday 14 January 2026: 19:30 in Paris, 13:30 in New York
+    at = datetime(2026, 1, 14, 18, 30, tzinfo=UTC)
+
+    def bands() -> tuple[str, str]:
+        """The band a look-up finds, and the one the dispatcher prices with."""
+        d._reload()
+        state = d.site_states(d._live())["paris"]
+        return (
+            CostStore(r).current("paris").lookup(number, at).description,
+            state.costs.lookup(number, at).description,
+        )
+
+    assert bands() == ("France evening", "France evening")
+    evening = d.cache.costs["paris"].call_cost(number, at, 60)
+
+    moved = api.patch("/v1/sites/paris", json={"timezone": "America/New_York"}, headers=ADMIN)
+    assert moved.status_code == 200 and moved.json()["timezone"] == "America/New_York"
+    assert bands() == ("France daytime", "France daytime")
+    assert d.cache.costs["paris"].call_cost(number, at, 60) == 2 * evening
+    versions = api.get("/v1/sites/paris/costs/versions", headers=ADMIN).json()
+    assert versions["current"] == 1 and len(versions["versions"]) == 1  # no new import
+    assert versions["versions"][0]["timezone_at_import"] == "Europe/Paris"
+
+    back = subprocess.run(
+        [sys.executable, "-m", "faxfleet.cli", "site", "set", "paris", "--timezone", TZ],
+        cwd=ROOT,
+        env=servers.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert back.returncode == 0, back.stderr
+    assert bands() == ("France evening", "France evening")

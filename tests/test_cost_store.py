@@ -1,14 +1,17 @@
 """Versioned cost tables on a real Redis: versions, all-or-nothing imports, rollback,
-export round trip and the retention limit."""
+export round trip, the retention limit, and bands in the site's current time zone."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 import redis
 
+from faxfleet.sample_group import SITES
 from routing.cost_store import KEEP_VERSIONS, CostStore, UnknownVersion, current_key, table_key
 from routing.costs import CostTableError, parse_csv
-from routing.sites import CONFIG_VERSION
+from routing.sites import CONFIG_VERSION, Registry, SiteConfig
 
 HEADER = (
     "prefix,price_per_minute,connection_fee,first_increment,next_increment,currency,"
@@ -112,3 +115,42 @@ def test_keeps_the_newest_versions_only(r: redis.Redis) -> None:
         store.rollback("paris", 5)
     store.drop("paris")
     assert store.versions("paris") == [] and store.current("paris") is None
+
+
+def test_bands_follow_the_sites_current_timezone(r: redis.Redis) -> None:
+    """Changing a site's time zone moves its bands at once: no new import, same version;
+    the zone the version was imported in stays on record."""
+    registry = Registry(r)
+    site = SiteConfig(name="paris", lines=2, **SITES["paris"])
+    assert site.timezone == TZ
+    registry.put_site(site, create=True)
+    store = CostStore(r)
+    imported = store.import_csv("paris", PARIS)  # recorded in the site's zone
+    assert imported.timezone == TZ
+    # 18:30 UTC on Wednesday 14 January 2026: 19:30 in Paris, 13:30 in New York
+    at = datetime(2026, 1, 14, 18, 30, tzinfo=UTC)
+    assert store.current("paris").lookup("+33491000000", at).description == "France evening"
+
+    config_version = int(r.get(CONFIG_VERSION))
+    registry.put_site(site.model_copy(update={"timezone": "America/New_York"}), create=False)
+    assert int(r.get(CONFIG_VERSION)) == config_version + 1  # routers reload
+    now_table = store.current("paris")
+    assert now_table.timezone == "America/New_York" and now_table.version == 1
+    assert now_table.lookup("+33491000000", at).description == "France daytime"
+    assert store.get("paris", 1).lookup("+33491000000", at).description == "France daytime"
+    # a caller holding the configuration says the zone itself
+    assert store.current("paris", TZ).lookup("+33491000000", at).description == "France evening"
+    # the stored version and its record keep the zone at import
+    assert store.info("paris")[0]["timezone_at_import"] == TZ
+    assert b'"timezone":"Europe/Paris"' in r.hget(table_key("paris"), "1")
+    assert store.export_csv("paris") == PARIS
+
+    # imports and rollbacks answer in the current zone too
+    second = store.import_csv("paris", flat("0.30"), TZ)
+    assert second.timezone == "America/New_York" and second == store.current("paris")
+    assert store.info("paris")[1]["timezone_at_import"] == TZ
+    back = store.rollback("paris", 1)
+    assert back.lookup("+33491000000", at).description == "France daytime"
+    # a site that is not declared keeps the zone its table was imported in
+    registry.remove_site("paris")
+    assert store.current("paris").timezone == TZ

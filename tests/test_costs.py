@@ -437,6 +437,33 @@ def test_a_table_in_another_timezone() -> None:
     assert found(t, "+12125550100", july).description == "business"
 
 
+def test_the_same_table_in_another_timezone_moves_its_bands() -> None:
+    """A site that changes its time zone keeps its rows; its bands move with the zone."""
+    t = paris()
+    moved = t.in_timezone("America/New_York")
+    assert (moved.site, moved.currency, moved.version, moved.tariffs) == (
+        t.site,
+        t.currency,
+        t.version,
+        t.tariffs,
+    )
+    assert moved.timezone == "America/New_York" and moved != t
+    assert t.in_timezone("Europe/Paris") is t
+    assert moved.in_timezone("Europe/Paris") == t
+    # 18:30 UTC on Wednesday 14 January: 19:30 in Paris, 13:30 in New York
+    at = datetime(*WINTER_WEEKDAY, 18, 30, tzinfo=UTC)
+    assert found(t, "+33491000000", at).description == "France evening"
+    assert found(moved, "+33491000000", at).description == "France day"
+    assert moved.call_cost("+33491000000", at, 60) == Decimal("0.17")
+    # the evening band now starts at 18:00 New York time, 23:00 UTC
+    after = datetime(*WINTER_WEEKDAY, 18, 30, tzinfo=UTC)
+    assert moved.band_starts("+33491000000", after, after + timedelta(hours=5)) == [
+        datetime(*WINTER_WEEKDAY, 23, 0, tzinfo=UTC)
+    ]
+    with pytest.raises(CostTableError, match="not a known IANA time zone"):
+        t.in_timezone("Mars/Olympus")
+
+
 def test_naive_times_and_bad_numbers_are_refused() -> None:
     t = paris()
     with pytest.raises(ValueError, match="timezone-aware"):
