@@ -56,6 +56,13 @@ def attempt_claim(attempt_id: str) -> str:
     return f"ff:claim:{attempt_id}"
 
 
+def lease(attempt_id: str) -> str:
+    """``<token>|<worker>`` with an expiry, set when a site worker claims an attempt and
+    renewed while the call lasts (``lease_seconds``). The dispatcher frees the slot of a
+    started attempt whose lease expired and tells the scheduler (``LeaseLost``)."""
+    return f"ff:lease:{attempt_id}"
+
+
 def sim_script(number: str) -> str:
     """Simulated telephone network: outcomes scripted for calls to ``number`` (a list,
     one entry popped per call; empty means the call succeeds)."""

@@ -7,10 +7,11 @@ waits behind one. Run ``python -m routing.dispatcher``; several may run at once:
 * **Claims are atomic.** Taking a fax off the waiting set and counting it against a
   site's lines is one Lua script: two dispatchers can never place the same fax twice,
   nor give a site more faxes than it has lines.
-* **Sites that go down give their faxes back.** A fax handed to a site that stops
-  publishing its state, and that its worker has not started (no attempt claim), goes
-  back to the waiting set within ``load_ttl`` plus one pass. One the worker had started
-  is left to the scheduler's watchdog (``outcome_uncertain``): it may be on the wire.
+* **No slot is held by nobody** (``routing/reaper.py``, ``faxfleet/inflight.py``). A
+  fax handed to a site that stops publishing its state, or that a live site has not
+  started within ``dispatch_claim_seconds``, goes back to the waiting set keeping its
+  place; a started one whose worker stopped renewing its lease frees its slot and the
+  scheduler is told (``LeaseLost``).
 * **Caches survive Redis blips.** Site configuration and cost tables are cached and
   reloaded when the configuration version changes or every ``refresh_seconds``; if
   Redis cannot be read, the last good copy is kept and the pass is retried.
@@ -30,17 +31,18 @@ from typing import Any
 import redis
 
 from faxfleet import celery_app as names
-from faxfleet import keys
+from faxfleet import inflight, keys
 from faxfleet.messages import Cause as C
-from faxfleet.messages import Requeued, Routed, RouteOrder, SendOrder, SiteStatus, Unroutable, now
+from faxfleet.messages import Routed, RouteOrder, SendOrder, SiteStatus, Unroutable, now
 from faxfleet.runtime import Runtime, runtime
 from faxfleet.settings import Settings
 from routing.dialing import dial_string
 from routing.policy import Action, Decision, Knobs, SiteState, WaitingFax, plan
+from routing.reaper import Reaper
 from routing.sites import CONFIG_VERSION, Registry, SiteConfig, group_of
+from routing.waiting import ORDERS, WAITING, placed_key, since, urgency_score, waiting_record
 
-WAITING = "ff:rt:waiting"  # sorted set: attempt id, by urgency
-ORDERS = "ff:rt:orders"  # hash: attempt id -> {"order": RouteOrder, "enqueued_at": ts}
+__all__ = ["ORDERS", "WAITING", "Dispatcher", "enqueue", "placed_key", "urgency_score"]
 
 # KEYS: waiting, orders, inflight(site), placed(attempt); ARGV: attempt, lines, record, site
 _CLAIM = """
@@ -50,15 +52,6 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('SET', KEYS[4], ARGV[4], 'EX', 86400)
-return 1
-"""
-
-# KEYS: inflight(site), waiting, orders, placed(attempt); ARGV: attempt, score, record
-_GIVE_BACK = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-redis.call('DEL', KEYS[4])
 return 1
 """
 
@@ -84,11 +77,6 @@ class Held:
         )
 
 
-def placed_key(attempt_id: str) -> str:
-    """Which site an attempt was handed to (so a repeated routing order is ignored)."""
-    return f"ff:rt:placed:{attempt_id}"
-
-
 def knobs_from(s: Settings) -> Knobs:
     """The policy's knobs from settings (FAXFLEET_ROUTING_*)."""
     return Knobs(
@@ -104,18 +92,13 @@ def knobs_from(s: Settings) -> Knobs:
     )
 
 
-def urgency_score(priority: int, enqueued_at: float) -> float:
-    """Lower is first: priority band, then arrival (milliseconds)."""
-    return (9 - priority) * 1e13 + enqueued_at * 1000
-
-
 def enqueue(r: redis.Redis, order: RouteOrder) -> bool:
     """Put a routing order in the central waiting set (idempotent per attempt)."""
     attempt = order.attempt_id
     if r.exists(keys.attempt_claim(attempt), placed_key(attempt)):
         return False  # already handed to a site: a late duplicate of the order
-    enqueued = time.time()
-    record = json.dumps({"order": order.model_dump(mode="json"), "enqueued_at": enqueued})
+    enqueued = since(order)
+    record = waiting_record(order, enqueued)
     with r.pipeline() as pipe:
         pipe.hsetnx(ORDERS, attempt, record)
         pipe.zadd(WAITING, {attempt: urgency_score(order.priority, enqueued)}, nx=True)
@@ -143,7 +126,12 @@ class Dispatcher:
         self.refresh_seconds = rt.settings.routing_refresh_seconds
         self.cache = Fleet()
         self.claim = self.r.register_script(_CLAIM)
-        self.give_back = self.r.register_script(_GIVE_BACK)
+        self.reaper = Reaper(
+            self.r,
+            lambda order, kind, fields: self._event(order, kind, **fields),
+            rt.log,
+            claim_seconds=rt.settings.dispatch_claim_seconds,
+        )
 
     def _event(self, order: RouteOrder, kind: type, **fields: Any) -> None:
         """Tell the fax's home site about this attempt."""
@@ -240,6 +228,10 @@ class Dispatcher:
                 continue
             record = json.loads(raw)
             order = RouteOrder.model_validate(record["order"])
+            if order.queued_since is None:
+                order = order.model_copy(
+                    update={"queued_since": datetime.fromtimestamp(record["enqueued_at"], UTC)}
+                )
             fax = WaitingFax(
                 key=attempt.decode(),
                 number=order.number,
@@ -257,7 +249,9 @@ class Dispatcher:
         """Place what can be placed now; returns how many faxes were handed to sites."""
         self._reload()
         live = self._live()
-        self.give_back_from_dead_sites(set(live))
+        reaped = self.reaper.maybe_reap(set(live))
+        if reaped.given_back or reaped.leases_lost:
+            live = self._live()
         sites = self.site_states(live)
         waiting = self.waiting()
         if not waiting:
@@ -284,8 +278,15 @@ class Dispatcher:
         site = state.name
         config = self.cache.configs.get(site)
         dial = dial_string(order.number, config.dialing) if config else None
-        send = SendOrder(**order.model_dump(), site=site, routed_at=now(), dial_string=dial)
-        record = json.dumps({"order": send.model_dump(mode="json"), "at": time.time()})
+        send = SendOrder(
+            **order.model_dump(exclude={"queued_since"}),
+            queued_since=order.queued_since,
+            site=site,
+            routed_at=now(),
+            dial_string=dial,
+            token=inflight.new_token(),
+        )
+        record = inflight.record(send)
         claimed = self.claim(
             keys=[WAITING, ORDERS, keys.site_inflight(site), placed_key(order.attempt_id)],
             args=[order.attempt_id, state.lines_up, record, site],
@@ -332,41 +333,6 @@ class Dispatcher:
             cause=cause.value,
             reason=reason,
         )
-
-    # -- sites that went away ---------------------------------------------------------
-
-    def give_back_from_dead_sites(self, live: set[str]) -> int:
-        """Faxes handed to sites that stopped publishing go back to the waiting set."""
-        returned = 0
-        for key in self.r.scan_iter(match=keys.site_inflight("*"), count=1000):
-            site = key.decode().rsplit(":", 1)[1]
-            if site in live:
-                continue
-            for attempt, raw in self.r.hgetall(key).items():
-                if self.r.exists(keys.attempt_claim(attempt.decode())):
-                    self.r.hdel(key, attempt)  # started: the watchdog judges it
-                    continue
-                send = SendOrder.model_validate(json.loads(raw)["order"])
-                order = RouteOrder.model_validate(
-                    send.model_dump(include=set(RouteOrder.model_fields))
-                )
-                record = json.dumps(
-                    {"order": order.model_dump(mode="json"), "enqueued_at": time.time()}
-                )
-                score = urgency_score(order.priority, send.routed_at.timestamp())
-                placed = placed_key(attempt.decode())
-                if self.give_back(
-                    keys=[key, WAITING, ORDERS, placed], args=[attempt, score, record]
-                ):
-                    returned += 1
-                    self._event(
-                        order,
-                        Requeued,
-                        site=site,
-                        detail=f"site {site} went down before starting it",
-                    )
-                    self.rt.log.warning("given back", job=order.job_id, site=site)
-        return returned
 
     # -- loop ---------------------------------------------------------------------------
 

@@ -145,7 +145,9 @@ def submit(
         for i, upload in enumerate(uploads):
             pipe.set(keys.document(fax.id, i), upload.data, ex=settings.retention_seconds)
         pipe.execute()
-    stored, new = store.create(fax, request.idempotency_key)
+    stored, new = store.create(
+        fax, request.idempotency_key, watch_after=settings.render_watch_seconds
+    )
     if not new:
         store.delete_documents(fax.id, len(uploads))
     return stored, new

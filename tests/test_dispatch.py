@@ -172,6 +172,8 @@ def test_site_dropping_out_gives_back_what_it_had_not_started(
     assert sorted(e["job_id"] for e in requeued) == sorted(
         o["job_id"] for o in at_paris[1:]
     )  # everything paris had not started came back...
+    lost = [e for e in events(r) if e["kind"] == "lease_lost"]
+    assert [e["job_id"] for e in lost] == [started["job_id"]]  # ...the scheduler judges that
     assert r.hlen(keys.site_inflight("paris")) == 0
     at_newyork = {o["job_id"] for o in sent_orders(r, "newyork")}
     assert started["job_id"] not in at_newyork  # ...but not the call paris had started

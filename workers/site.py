@@ -38,6 +38,7 @@ from faxfleet.messages import (
 from faxfleet.runtime import runtime
 from faxfleet.settings import get_settings
 from workers.inbound import deliver_inbound
+from workers.leases import Claim, Leases
 from workers.lines.answer import Listener, Reception
 from workers.lines.base import Call, Line, SendReport
 from workers.lines.class1 import Class1ModemLine
@@ -53,6 +54,18 @@ log, settings, app = rt.log, rt.settings, rt.app
 WORKER_ID = f"{settings.site}@{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
 """Unique per process start: an attempt claim names the process that made the call."""
 stats = LineStats()
+
+
+@lru_cache(maxsize=1)
+def leases() -> Leases:
+    return Leases(
+        rt.redis,
+        log,
+        site=settings.site,
+        worker=WORKER_ID,
+        lease_seconds=settings.lease_seconds,
+        claim_retention=settings.retention_seconds,
+    )
 
 
 def _redis() -> redis.Redis:
@@ -244,9 +257,22 @@ class AttemptReporter:
         self._progress("page", page)
 
     def should_stop(self) -> bool:
+        """Hang up when the fax is cancelled or this worker lost its lease on the call
+        (another site may be about to send it)."""
+        if leases().lost(self.o.attempt_id):
+            return True
         return bool(_redis().exists(keys.cancel_flag(self.o.job_id)))
 
     def result(self, report: SendReport, duration: float = 0.0) -> None:
+        if leases().lost(self.o.attempt_id) and report.cause == Cause.CANCELLED:
+            report = SendReport(
+                False,
+                report.pages_confirmed,
+                report.connected,
+                Cause.WORKER_LOST,
+                "hung up: this site lost its lease on the call",
+                report.remote_id,
+            )
         ev = AttemptResult(
             job_id=self.o.job_id,
             recipient=self.o.recipient,
@@ -334,50 +360,44 @@ def _refuse(o: SendOrder, cause: Cause, detail: str) -> None:
     AttemptReporter(o, None).result(SendReport(False, o.first_page - 1, False, cause, detail))
 
 
-def _free_slot(o: SendOrder) -> None:
-    """The attempt has ended: give its slot back to the dispatcher and wake it."""
-    with _redis().pipeline(transaction=False) as pipe:
-        pipe.hdel(keys.site_inflight(settings.site), o.attempt_id)
-        pipe.lpush(keys.DISPATCH_WAKE, "line")
-        pipe.ltrim(keys.DISPATCH_WAKE, 0, 99)
-        pipe.execute()
-
-
 @app.task(name=names.SEND_TASK)
 def send(order: dict[str, Any]) -> None:
-    """Make one attempt: claim it, take a line, dial, send page by page, report."""
+    """Make one attempt: claim it, take a line, dial, send page by page, report.
+
+    The claim (``workers/leases.py``) refuses a stale or repeated copy of the order
+    without touching the site's slots; a claimed attempt always reports its result and
+    then gives its slot back, whatever happens in between."""
     o = SendOrder.model_validate(order)
-    r = _redis()
-    claimed = r.set(
-        keys.attempt_claim(o.attempt_id), WORKER_ID, nx=True, ex=settings.retention_seconds
-    )
-    if not claimed:
-        # Its slot belongs to whoever holds the claim: leave the dispatch record alone.
+    claimed = leases().claim(o)
+    if claimed != Claim.OK:
         log.warning(
-            "attempt already claimed; not sending twice", job=o.job_id, attempt=o.attempt_id
+            "send order refused: "
+            + ("attempt already started" if claimed == Claim.STARTED else "stale copy"),
+            job=o.job_id,
+            recipient=o.recipient,
+            attempt=o.attempt,
+            site=settings.site,
         )
         return
-    freed = False
     try:
-        freed = _attempt(o, r)
+        _attempt(o, _redis())
     finally:
-        if not freed:
-            _free_slot(o)
+        leases().free(o)
 
 
-def _attempt(o: SendOrder, r: redis.Redis) -> bool:
-    """One attempt on a line; True once it has given its dispatch slot back itself."""
+def _attempt(o: SendOrder, r: redis.Redis) -> None:
+    """One attempt on a line, ending with its result reported."""
     if r.exists(keys.cancel_flag(o.job_id)):
         _refuse(o, Cause.CANCELLED, "cancelled before dialing")
-        return False
+        return
     pages = load_pages(r, o.job_id, o.first_page, o.pages)
     if pages is None or o.pages < 1:
         _refuse(o, Cause.RENDER_ERROR, "rendered pages missing")
-        return False
+        return
     line = pool().acquire(o.job_id, o.recipient)
     if line is None:
         _refuse(o, Cause.LINE_UNAVAILABLE, "no line in service")
-        return False
+        return
     if o.header:
         pages = StampedPages(o, pages)
     reporter = AttemptReporter(o, line.name)
@@ -411,8 +431,7 @@ def _attempt(o: SendOrder, r: redis.Redis) -> bool:
         )
     finally:
         pool().release(line)
-    # The line is free again: give the slot back first, so the dispatcher can hand this
-    # site its next fax while the result is being reported.
-    _free_slot(o)
+    # The result goes out before the slot is given back: a worker dying in between leaves
+    # a lease that expires on an attempt already settled, never a settled slot with an
+    # unreported call.
     reporter.result(report, duration)
-    return True
