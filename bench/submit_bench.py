@@ -435,7 +435,7 @@ def wait_api(fleet: Fleet, timeout: float = 60.0) -> None:
         if fleet.processes["api"].poll() is not None:
             raise RuntimeError(f"api exited; see {fleet.log_dir / 'api.log'}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{fleet.api_url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{fleet.api_url}/readyz", timeout=1).status_code == 200:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"api not ready after {timeout} s; see {fleet.log_dir}")

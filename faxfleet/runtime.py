@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 
+from faxfleet import heartbeat
 from faxfleet.celery_app import make_celery
 from faxfleet.log import ContextLogger, get_logger, setup_logging
 from faxfleet.redis_conn import connect
@@ -29,6 +31,18 @@ class Runtime:
     def redis(self) -> redis.Redis:
         """Opened on first use, so importing a service module needs no Redis."""
         return connect(self.settings)
+
+
+@signals.worker_ready.connect(dispatch_uid="faxfleet-heartbeat", weak=False)
+def _beat_while_working(sender: Any = None, **_: Any) -> None:
+    """Every Celery worker of the fleet beats as the kind of each queue it consumes."""
+    app = getattr(sender, "app", None)
+    if app is None:
+        return
+    queues = list(app.amqp.queues.consume_from or app.amqp.queues)
+    settings = get_settings()
+    for queue in queues:
+        heartbeat.start(lambda: connect(settings), heartbeat.kind_of_queue(str(queue)))
 
 
 def runtime(name: str) -> Runtime:

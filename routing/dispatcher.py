@@ -31,9 +31,17 @@ from typing import Any
 import redis
 
 from faxfleet import celery_app as names
-from faxfleet import inflight, keys
+from faxfleet import heartbeat, inflight, keys
 from faxfleet.messages import Cause as C
-from faxfleet.messages import Routed, RouteOrder, SendOrder, SiteStatus, Unroutable, now
+from faxfleet.messages import (
+    DispatchSummary,
+    Routed,
+    RouteOrder,
+    SendOrder,
+    SiteStatus,
+    Unroutable,
+    now,
+)
 from faxfleet.runtime import Runtime, runtime
 from faxfleet.settings import Settings
 from routing.dialing import dial_string
@@ -125,6 +133,7 @@ class Dispatcher:
         self.knobs = knobs or knobs_from(rt.settings)
         self.refresh_seconds = rt.settings.routing_refresh_seconds
         self.cache = Fleet()
+        self._summarised = 0.0
         self.claim = self.r.register_script(_CLAIM)
         self.reaper = Reaper(
             self.r,
@@ -255,6 +264,7 @@ class Dispatcher:
         sites = self.site_states(live)
         waiting = self.waiting()
         if not waiting:
+            self._summarise([], sites, set(), 0)
             return 0
         orders = {fax.key: order for fax, order in waiting}
         decisions = plan(
@@ -266,13 +276,46 @@ class Dispatcher:
             self.calls_in_progress(live),
         )
         sent = 0
+        gone: set[str] = set()
         for decision in decisions:
             order = orders[decision.key]
             if decision.action == Action.DISPATCH and decision.site:
-                sent += self._hand_to(order, decision, sites[decision.site])
+                if self._hand_to(order, decision, sites[decision.site]):
+                    sent += 1
+                    gone.add(decision.key)
             elif decision.action in (Action.NO_SITE, Action.NO_ROUTE):
                 self._refuse(order, decision.action, decision.reason)
+                gone.add(decision.key)
+        self._summarise([fax for fax, _ in waiting], sites, gone, sent)
         return sent
+
+    def _summarise(
+        self, waiting: list[WaitingFax], sites: dict[str, SiteState], gone: set[str], sent: int
+    ) -> None:
+        """Publish what still waits, what is overdue and how many lines are free (at most
+        once a second; health checks read it)."""
+        if time.monotonic() - self._summarised < 1.0:
+            return
+        self._summarised = time.monotonic()
+        at = now()
+        left = [fax for fax in waiting if fax.key not in gone]
+        by_priority = Counter(fax.priority for fax in left)
+        overdue = sum(
+            1
+            for fax in left
+            if (at - fax.enqueued_at).total_seconds() > self.knobs.promise(fax.priority)
+        )
+        free = sum(max(0, s.lines_up - s.busy) for s in sites.values()) - sent
+        summary = DispatchSummary(
+            at=at,
+            waiting=dict(sorted(by_priority.items())),
+            overdue=overdue,
+            free_lines=max(0, free),
+            oldest_wait_seconds=max(
+                ((at - fax.enqueued_at).total_seconds() for fax in left), default=0.0
+            ),
+        )
+        self.r.set(keys.DISPATCH_SUMMARY, summary.model_dump_json(), px=10_000)
 
     def _hand_to(self, order: RouteOrder, decision: Decision, state: SiteState) -> int:
         site = state.name
@@ -338,8 +381,11 @@ class Dispatcher:
 
     def run(self, stop: threading.Event, idle_wait: float = 0.5) -> None:
         self.rt.log.info("dispatcher started")
+        me = heartbeat.ident()
         while not stop.is_set():
             try:
+                # Beats from the loop itself: a dispatcher stuck in a pass stops beating.
+                heartbeat.beat(self.r, "dispatcher", me)
                 self.r.blpop([keys.DISPATCH_WAKE], timeout=idle_wait)
                 self.r.delete(keys.DISPATCH_WAKE)  # one pass serves every wake-up so far
                 self.step()

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 
+from faxfleet import heartbeat
 from faxfleet.log import get_logger
 from scheduler import tasks
 from scheduler.store import TIMERS, WATCH
@@ -50,8 +51,10 @@ def tick(limit: int = 200) -> int:
 
 def run(stop: threading.Event, interval: float = 0.1) -> None:
     log.info("timer loop started", site=tasks.settings.site)
+    me = heartbeat.ident()
     while not stop.is_set():
         try:
+            heartbeat.beat(tasks.store().r, "timers", me)
             if tick() == 0:
                 stop.wait(interval)
         except Exception:  # keep the loop alive through a Redis blip

@@ -100,7 +100,7 @@ def _wait_ready(fleet: Fleet, url: str, timeout: float = 60.0) -> None:
         fleet._check_alive()
         if r.sismember(keys.HOME_SITES, "paris"):
             try:
-                if httpx.get(f"{fleet.api_url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{fleet.api_url}/readyz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

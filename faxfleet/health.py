@@ -1,0 +1,109 @@
+"""Whether the fleet can send, told truthfully: the checks behind ``/healthz`` and
+``faxfleet sites``.
+
+:func:`assess` is pure (a :class:`Snapshot` in, problems out); :func:`snapshot` reads
+one from Redis. The fleet is unhealthy when any of these holds:
+
+* Redis cannot be reached (nothing can be stored, placed or sent);
+* no site publishes its state with a line in service;
+* a process kind the fleet needs has no live process (no dispatcher: nothing is placed;
+  no timer loop: no retry is started; no renderer: nothing is rendered);
+* the dispatcher's last pass is too old to trust (it stopped);
+* faxes wait past their priority promise while lines are free;
+* a site holds more faxes than it has lines in service (slots held by nobody).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import redis
+from pydantic import BaseModel, Field
+
+from faxfleet import heartbeat, keys
+from faxfleet.messages import DispatchSummary, SiteStatus, now
+
+REQUIRED = ("dispatcher", "timers", "router", "render")
+"""Process kinds without which no fax can go out (site-scoped kinds are checked per
+site through the site's own status)."""
+
+SUMMARY_STALE_SECONDS = 15.0
+
+
+class SiteHealth(BaseModel):
+    name: str
+    lines_up: int
+    busy: int
+    held: int
+    """Faxes handed to the site and not ended (reserved or on a line)."""
+    leased: int
+    """Of those, calls a worker holds a live lease on."""
+
+
+class Snapshot(BaseModel):
+    at: datetime
+    redis_error: str | None = None
+    sites: list[SiteHealth] = Field(default_factory=list)
+    processes: dict[str, int] = Field(default_factory=dict)
+    dispatch: DispatchSummary | None = None
+
+
+class Health(BaseModel):
+    ok: bool
+    problems: list[str]
+    snapshot: Snapshot
+
+
+def assess(snap: Snapshot) -> Health:
+    problems: list[str] = []
+    if snap.redis_error is not None:
+        return Health(ok=False, problems=[f"redis unreachable: {snap.redis_error}"], snapshot=snap)
+    if not any(s.lines_up > 0 for s in snap.sites):
+        problems.append("no site reachable with a line in service")
+    for kind in REQUIRED:
+        if snap.processes.get(kind, 0) == 0:
+            problems.append(f"no live {kind} process")
+    d = snap.dispatch
+    if d is None or (snap.at - d.at).total_seconds() > SUMMARY_STALE_SECONDS:
+        problems.append("the dispatcher has not completed a pass recently")
+    elif d.overdue and d.free_lines:
+        problems.append(
+            f"{d.overdue} fax(es) waiting past their promise with {d.free_lines} line(s) free"
+        )
+    for s in snap.sites:
+        if s.held > s.lines_up and s.held > s.leased:
+            problems.append(f"site {s.name} holds {s.held} faxes for {s.lines_up} line(s)")
+    return Health(ok=not problems, problems=problems, snapshot=snap)
+
+
+def snapshot(r: redis.Redis) -> Snapshot:
+    at = now()
+    try:
+        status_keys = list(r.scan_iter(match=keys.SITE_STATUS_PATTERN, count=1000))
+        statuses = (
+            [SiteStatus.model_validate_json(x) for x in r.mget(status_keys) if x]
+            if status_keys
+            else []
+        )
+        sites = []
+        for st in statuses:
+            attempts = [a.decode() for a in r.hkeys(keys.site_inflight(st.name))]
+            leased = sum(r.exists(keys.lease(a)) for a in attempts) if attempts else 0
+            sites.append(
+                SiteHealth(
+                    name=st.name,
+                    lines_up=st.lines_up,
+                    busy=st.lines_busy,
+                    held=len(attempts),
+                    leased=leased,
+                )
+            )
+        raw = r.get(keys.DISPATCH_SUMMARY)
+        return Snapshot(
+            at=at,
+            sites=sorted(sites, key=lambda s: s.name),
+            processes=heartbeat.alive(r),
+            dispatch=DispatchSummary.model_validate_json(raw) if raw else None,
+        )
+    except redis.RedisError as exc:
+        return Snapshot(at=at, redis_error=str(exc) or type(exc).__name__)
