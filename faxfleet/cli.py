@@ -8,6 +8,7 @@ through the same API with the admin key (``--admin-key`` / ``FAXFLEET_ADMIN_KEY`
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from rich.table import Table
 from faxfleet.admin_client import AdminClient
 from faxfleet.client import FaxClient, FaxError
 from faxfleet.messages import FaxStatus, InboundFax
+from faxfleet.settings import get_settings
 
 console = Console()
 
@@ -236,6 +238,61 @@ def cancel(ctx: click.Context, fax_id: str) -> None:
         except FaxError as exc:
             raise click.ClickException(f"{exc.status}: {exc.reason}") from None
         console.print(f"{fax.id}: {fax.state.value}")
+
+
+def _login_name() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
+
+
+@cli.command()
+@click.argument("fax_id")
+@click.option("--sent", "outcome", flag_value="sent", help="The far end got the whole fax.")
+@click.option(
+    "--resend", "outcome", flag_value="resend", help="Send it again (first unconfirmed page)."
+)
+@click.option("--from-start", is_flag=True, help="With --resend: from page 1.")
+@click.option("--recipient", type=click.IntRange(0), help="Recipient index (default: all).")
+@click.option("--note", help="Why (kept in the fax's history).")
+@click.option(
+    "--user",
+    envvar="FAXFLEET_USER",
+    default=lambda: _login_name(),
+    show_default="FAXFLEET_USER or your login name",
+    help="Who decides (kept in the fax's history).",
+)
+@click.option(
+    "--admin", is_flag=True, help="Act with the admin key (any tenant's fax; FAXFLEET_ADMIN_KEY)."
+)
+@click.pass_context
+def resolve(
+    ctx: click.Context,
+    fax_id: str,
+    outcome: str | None,
+    from_start: bool,
+    recipient: int | None,
+    note: str | None,
+    user: str | None,
+    admin: bool,
+) -> None:
+    """Settle a fax whose outcome is uncertain: --sent or --resend."""
+    if outcome is None:
+        raise click.UsageError("say --sent or --resend")
+    if from_start and outcome != "resend":
+        raise click.UsageError("--from-start goes with --resend")
+    key = (ctx.obj.get("admin_key") or get_settings().admin_key) if admin else None
+    with FaxClient(ctx.obj.get("urls"), key or ctx.obj.get("api_key")) as client, _refusals():
+        fax = client.resolve(
+            fax_id,
+            outcome,
+            recipient=recipient,
+            note=note,
+            user=user or None,
+            from_start=from_start,
+        )
+    console.print(fax_table([fax], title=f"{fax.id}: {fax.state.value}"))
 
 
 @cli.command()

@@ -208,6 +208,27 @@ class FaxClient(ApiClient):
         response = self._request("POST", f"/v1/faxes/{fax_id}/cancel")
         return FaxStatus.model_validate_json(response.content)
 
+    def resolve(
+        self,
+        fax_id: str,
+        outcome: str,
+        *,
+        recipient: int | None = None,
+        note: str | None = None,
+        user: str | None = None,
+        from_start: bool = False,
+    ) -> FaxStatus:
+        """Settle a fax whose outcome is uncertain: ``"sent"`` (the far end got it) or
+        ``"resend"`` (from the first unconfirmed page; ``from_start``: page 1), for one
+        ``recipient`` or every uncertain one. ``user`` and ``note`` go into the history."""
+        body: dict[str, Any] = {"outcome": outcome}
+        optional = {"recipient": recipient, "note": note, "user": user}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if from_start:
+            body["from_start"] = True
+        response = self._request("POST", f"/v1/faxes/{fax_id}/resolve", json=body)
+        return FaxStatus.model_validate_json(response.content)
+
     def sites(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/sites").json())
 

@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): submit, look up, list and cancel faxes; see the sites.
+"""The HTTP API (FastAPI): submit, look up, list, cancel and resolve faxes; see the sites.
 
 Run: ``uvicorn scheduler.api:app``. ``/v1/sites`` and ``/v1/groups`` (site and group
 administration, cost tables, live site state) are relayed over HTTP to the routing
@@ -10,15 +10,17 @@ public API stays the one URL users know. Authentication is one API key per tenan
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from PIL import Image
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -34,6 +36,7 @@ from faxfleet.messages import (
 from faxfleet.settings import get_settings
 from scheduler import intake, states, tasks
 from scheduler.inbound import UnknownInbound
+from scheduler.lifecycle import NotResolvable
 from scheduler.store import UnknownJob
 
 settings = get_settings()
@@ -44,8 +47,9 @@ app = FastAPI(
     summary="Send faxes through a fleet of fax servers.",
     description=(
         "Submit faxes as multipart uploads, follow them recipient by recipient, cancel "
-        "them. Priorities run from 0 (bulk) to 9 (most urgent); 5 is normal. Every "
-        "request needs the tenant's key in the `X-API-Key` header.\n\n"
+        "them, resolve those whose outcome is uncertain. Priorities run from 0 (bulk) to "
+        "9 (most urgent); 5 is normal. Every request needs the tenant's key in the "
+        "`X-API-Key` header.\n\n"
         "`/v1/sites` and `/v1/groups` (sites with their live lines, groups, cost tables; "
         "changes need an admin key) are relayed to the routing service's admin API and "
         "documented there (`/docs` of `routing.admin`)."
@@ -261,6 +265,97 @@ def cancel_fax(job_id: str, tenant: Tenant) -> FaxStatus:
     tasks.set_cancel_flag(job_id)
     tasks.apply(job_id, tasks.machine().cancel)
     return _own(job_id, tenant, history=True)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: a tenant (its key) or an administrator (``tenant`` None, an admin key)."""
+
+    tenant: str | None
+    key_id: str
+    """A fingerprint of the key (never the key itself), to tell keys apart in histories."""
+
+    def describe(self, user: str | None) -> str:
+        who = "admin" if self.tenant is None else f"tenant {self.tenant}"
+        about = [f"user {user}"] if user else []
+        return f"{who} ({', '.join([*about, f'key {self.key_id}'])})"
+
+
+def caller_of(x_api_key: Annotated[str | None, Header()] = None) -> Caller:
+    """A tenant key acts for its tenant; an admin key for every tenant."""
+    if not x_api_key:
+        raise HTTPException(401, "missing X-API-Key header")
+    key_id = hashlib.sha256(x_api_key.encode()).hexdigest()[:8]
+    tenant = settings.tenant_keys.get(x_api_key)
+    if tenant is not None:
+        return Caller(tenant, key_id)
+    if x_api_key in settings.admin_key_set:
+        return Caller(None, key_id)
+    raise HTTPException(401, "unknown API key")
+
+
+class ResolveRequest(BaseModel):
+    """An operator's decision on a fax whose outcome is uncertain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["sent", "resend"]
+    """``sent``: the far end got the whole fax (the recipient becomes ``done``);
+    ``resend``: send it again, from the first page the far end did not confirm."""
+    recipient: int | None = Field(None, ge=0)
+    """The recipient (index); none: every recipient whose outcome is uncertain."""
+    from_start: bool = False
+    """With ``resend``: from page 1 rather than the first unconfirmed page."""
+    note: str | None = Field(None, max_length=500)
+    """Why (kept in the history)."""
+    user: str | None = Field(None, max_length=100)
+    """Who decided, beside the key (kept in the history)."""
+
+
+@app.post(
+    "/v1/faxes/{job_id}/resolve",
+    response_model=FaxStatus,
+    responses={
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "The recipient's outcome is not uncertain"},
+        422: {"model": ErrorBody},
+    },
+)
+def resolve_fax(
+    job_id: str, body: ResolveRequest, caller: Annotated[Caller, Depends(caller_of)]
+) -> FaxStatus:
+    """Settle a fax whose outcome is uncertain (its site went silent during the call):
+    ``sent`` confirms the far end got it (the recipient becomes ``done``, every page
+    counted as confirmed by the operator); ``resend`` sends it again, resuming at the first
+    unconfirmed page (``from_start``: page 1). A tenant resolves its own faxes, an admin key
+    any tenant's; the history records who decided. Anything not ``outcome_uncertain`` is a
+    409 naming its state."""
+    fax = _own(job_id, caller.tenant) if caller.tenant is not None else _any(job_id)
+    if body.outcome == "sent" and body.from_start:
+        raise HTTPException(422, "from_start applies to outcome 'resend' only")
+    if body.recipient is not None and body.recipient >= len(fax.recipients):
+        raise HTTPException(
+            422, f"fax {job_id} has no recipient {body.recipient} ({len(fax.recipients)} in all)"
+        )
+    by = caller.describe(body.user)
+    machine = tasks.machine()
+    try:
+        tasks.apply(
+            job_id,
+            lambda d: machine.resolve(
+                d, body.recipient, body.outcome, by, body.note, from_start=body.from_start
+            ),
+        )
+    except NotResolvable as exc:
+        raise HTTPException(409, str(exc)) from None
+    return _any(job_id, history=True)
+
+
+def _any(job_id: str, history: bool = False) -> FaxStatus:
+    try:
+        return tasks.store().get(job_id, history=history)
+    except UnknownJob:
+        raise HTTPException(404, f"no fax {job_id}") from None
 
 
 _NOT_RENDERED = {JobState.SUBMITTED, JobState.RENDERING}

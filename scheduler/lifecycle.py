@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from faxfleet.messages import (
     SETTLED_STATES,
@@ -49,7 +50,10 @@ class Render:
 
 @dataclass(frozen=True)
 class Notify:
+    """The fax settled in ``state``: tell the user (once per fax and settled state)."""
+
     job_id: str
+    state: JobState
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,18 @@ class Changed:
 
 
 Effect = Route | Render | Notify | Changed
+
+ResolveOutcome = Literal["sent", "resend"]
+"""An operator's decision on a recipient whose outcome is uncertain (:meth:`Lifecycle.resolve`)."""
+
+
+class NotResolvable(Exception):
+    """Only a recipient in ``outcome_uncertain`` can be resolved; ``state`` is where the
+    recipient (or, with no recipient named, the fax) stands."""
+
+    def __init__(self, message: str, state: JobState) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class Lifecycle:
@@ -104,9 +120,12 @@ class Lifecycle:
         )
 
     def _settled(self, before: JobState, draft: Draft) -> list[Effect]:
+        """Notify when the fax settles, and again when it settles differently: a fax whose
+        outcome was uncertain is notified once more with its final outcome (a late result
+        from the site, an operator's resolve or cancel)."""
         after = states.summarise([r.state for r in draft.status.recipients])
-        if after in SETTLED_STATES and before not in SETTLED_STATES:
-            return [Notify(draft.status.id)]
+        if after in SETTLED_STATES and after != before:
+            return [Notify(draft.status.id, after)]
         return []
 
     def _fail_or_retry(
@@ -379,3 +398,88 @@ class Lifecycle:
                 draft.set_watch(watch_member(draft.status.id, r.index), None)
                 effects.append(self._changed(draft, r.index))
         return effects + self._settled(before, draft)
+
+    def resolve(
+        self,
+        draft: Draft,
+        index: int | None,
+        outcome: ResolveOutcome,
+        by: str,
+        note: str | None = None,
+        *,
+        from_start: bool = False,
+    ) -> list[Effect]:
+        """An operator settles what the fleet could not: recipient ``index`` (``None``: every
+        recipient in ``outcome_uncertain``) was ``sent`` (the far end got the whole fax) or
+        must be sent again (``resend``). ``by`` names who decided (it goes into the
+        history with ``note``).
+
+        ``sent`` moves the recipient to ``done`` with every page counted as confirmed (a
+        fax is only ever done with all its pages); the history says the operator confirmed
+        it and how many pages the far end itself had confirmed. ``resend`` routes a new
+        attempt that resumes at the first page the far end did not confirm (page 1 with
+        ``from_start``). Raises :class:`NotResolvable` unless the recipients are
+        ``outcome_uncertain``."""
+        if outcome == "sent" and from_start:
+            raise ValueError("from_start applies to a resend only")
+        fax = draft.status
+        if index is None:
+            indexes = [r.index for r in fax.recipients if r.state == S.OUTCOME_UNCERTAIN]
+            if not indexes:
+                raise NotResolvable(
+                    f"fax {fax.id} is {fax.state.value}: no recipient's outcome is uncertain",
+                    fax.state,
+                )
+        else:
+            state = draft.recipient(index).state
+            if state != S.OUTCOME_UNCERTAIN:
+                raise NotResolvable(
+                    f"recipient {index} of fax {fax.id} is {state.value}, not outcome_uncertain",
+                    state,
+                )
+            indexes = [index]
+        before = fax.state
+        at = now()
+        pages = fax.pages or 0
+        suffix = f"; note: {note}" if note else ""
+        effects: list[Effect] = []
+        for idx in indexes:
+            confirmed = draft.recipient(idx).pages_confirmed
+            far_end = f"the far end confirmed {confirmed} of {pages} pages"
+            if outcome == "sent":
+                draft.move(
+                    idx,
+                    S.DONE,
+                    at=at,
+                    page=None,
+                    pages_confirmed=pages,
+                    detail=(
+                        f"resolved as sent by {by}: delivery confirmed by the operator, "
+                        f"not by the far end ({far_end}){suffix}"
+                    ),
+                )
+                draft.set_timer(route_timer(fax.id, idx), None)
+                draft.set_watch(watch_member(fax.id, idx), None)
+            else:
+                if from_start:
+                    draft.set_recipient(idx, pages_confirmed=0)
+                route = self._route(draft, idx, new_attempt=True, at=at)
+                detail = (
+                    f"resend ordered by {by}, from page {route.order.first_page} "
+                    f"({far_end}){suffix}"
+                )
+                draft.set_recipient(idx, detail=detail)
+                self._explain_last_move(draft, idx, S.ROUTING, detail)
+                effects.append(route)
+            effects.append(self._changed(draft, idx))
+        return effects + self._settled(before, draft)
+
+    @staticmethod
+    def _explain_last_move(draft: Draft, index: int, to: JobState, detail: str) -> None:
+        """Give the move just logged for recipient ``index`` (to ``to``) its reason."""
+        for i in range(len(draft.transitions) - 1, -1, -1):
+            t = draft.transitions[i]
+            if t.recipient == index and t.to_state == to:
+                why = f"{t.detail}; {detail}" if t.detail else detail
+                draft.transitions[i] = t.model_copy(update={"detail": why})
+                return

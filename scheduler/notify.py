@@ -1,7 +1,8 @@
 """Notification senders: the mail and the signed callback sent when a fax is settled.
 
 These are plain I/O adapters used by the home site's scheduler once every recipient of a
-fax is settled (done, failed, cancelled or outcome_uncertain). They know nothing about
+fax is settled (done, failed, cancelled or outcome_uncertain), and once more when a fax
+whose outcome was uncertain settles for good. They know nothing about
 Celery: each call makes one attempt and raises :class:`NotifyError`, whose ``retryable``
 flag tells the caller whether trying again later may succeed.
 """
@@ -35,9 +36,16 @@ _OUTCOME = {
 _EXPLANATION = {
     JobState.OUTCOME_UNCERTAIN: (
         "The site lost track of the transmission: the far end may or may not have "
-        "received the fax. Check with the recipient before resending."
+        "received the fax. It is not sent again automatically: check with the recipient, "
+        "then resolve it as sent or have it sent again (faxfleet resolve). You will hear "
+        "its final outcome."
     ),
 }
+
+_FINALLY = (
+    "Its outcome was reported as uncertain earlier; this is its final outcome "
+    "(see each recipient's detail for how it was settled)."
+)
 
 
 class NotifyError(Exception):
@@ -112,8 +120,18 @@ def _recipient_block(position: int, recipient: RecipientStatus, total: int | Non
     return lines
 
 
+def was_uncertain(status: FaxStatus) -> bool:
+    """Whether a fax now final was settled as ``outcome_uncertain`` before (read from its
+    history, so ``status`` must have been read with it)."""
+    return status.state != JobState.OUTCOME_UNCERTAIN and any(
+        t.from_state == JobState.OUTCOME_UNCERTAIN for t in status.history
+    )
+
+
 def render_email(status: FaxStatus, site: str) -> EmailMessage:
-    """The plain-text result mail of a settled fax (without From/To: see send_email)."""
+    """The plain-text result mail of a settled fax (without From/To: see send_email): its
+    outcome at the time of sending. A fax settled as ``outcome_uncertain`` is mailed again
+    when it settles for good, and that mail says so."""
     lines = [
         f"Fax {status.id}: {_outcome(status.state)}",
         "",
@@ -138,6 +156,8 @@ def render_email(status: FaxStatus, site: str) -> EmailMessage:
         tags = ", ".join(f"{key}={value}" for key, value in sorted(status.tags.items()))
         lines.append(f"Tags:       {tags}")
     explanation = _EXPLANATION.get(status.state)
+    if explanation is None and was_uncertain(status):
+        explanation = _FINALLY
     if explanation:
         lines += ["", explanation]
 

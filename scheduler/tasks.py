@@ -20,11 +20,13 @@ from celery import Task, signals
 from faxfleet import celery_app as names
 from faxfleet import keys
 from faxfleet.messages import (
+    SETTLED_STATES,
     AttemptProgress,
     AttemptResult,
     EventEnvelope,
     InboundNotifyOrder,
     InboundReceived,
+    JobState,
     NotifyOrder,
     RenderDone,
     RenderFailed,
@@ -73,8 +75,8 @@ def perform(effects: Iterable[Effect], monitor: Task | None = None) -> None:
                     names.RENDER_QUEUE,
                     names.celery_priority(order.priority),
                 )
-            case Notify(job_id):
-                _queue_notifications(job_id)
+            case Notify(job_id, settled):
+                _queue_notifications(job_id, settled)
             case Changed() as c:
                 log.info(
                     "state",
@@ -106,10 +108,23 @@ def home_sites() -> set[str]:
     return {s.decode() for s in rt.redis.smembers(keys.HOME_SITES)}
 
 
-def _queue_notifications(job_id: str) -> None:
-    """Queue each requested notification once, at the fax's home site."""
+def notified_key(job_id: str, settled: JobState) -> str:
+    """Set (NX) when the notifications of a fax settled in ``settled`` are queued: once per
+    fax and settled state, however often the event that settled it is applied."""
+    return f"ff:notified:{job_id}:{settled.value}"
+
+
+def delivered_key(job_id: str, settled: JobState, channel: str) -> str:
+    """``sending`` while a notification of ``settled`` is on its way on ``channel`` (with a
+    short expiry), ``sent`` once delivered: a redelivered or concurrent task sends no copy."""
+    return f"ff:notified:{job_id}:{settled.value}:{channel}"
+
+
+def _queue_notifications(job_id: str, settled: JobState) -> None:
+    """Queue each requested notification once per settled state, at the fax's home site."""
     fax = store().get(job_id)
-    if not store().r.set(f"ff:notified:{job_id}", "1", nx=True, ex=settings.retention_seconds):
+    key = notified_key(job_id, settled)
+    if not store().r.set(key, "1", nx=True, ex=settings.retention_seconds):
         return
     targets = [("email", fax.notify.email), ("webhook", fax.notify.callback_url)]
     for channel, target in targets:
@@ -195,24 +210,55 @@ def _retry_or_abandon(
     acks_late=True,
 )
 def deliver(self: Task, order: dict[str, Any]) -> None:
-    """Deliver one notification from the home site, retrying with backoff."""
+    """Deliver one notification from the home site, retrying with backoff.
+
+    It reports the fax's outcome when it runs, once per (fax, channel, settled state): a
+    redelivered or repeated order sends no second copy, and an order whose fax has moved
+    on (resent, or settled again) is left to the order of the newer outcome."""
     o = NotifyOrder.model_validate(order)
-    fax = store().get(o.job_id)
+    try:
+        fax = store().get(o.job_id, history=True)
+    except UnknownJob:
+        log.warning("notification for a fax no longer kept", job=o.job_id)
+        return
     site = settings.site
+    if fax.state not in SETTLED_STATES:
+        log.info("notification superseded", job=o.job_id, state=fax.state.value)
+        return
+    key = delivered_key(o.job_id, fax.state, o.channel)
+    claim_seconds = max(int(settings.notify_timeout_seconds * 6), 30)
+    if not store().r.set(key, "sending", nx=True, ex=claim_seconds):
+        if store().r.get(key) == b"sent":
+            log.info("already notified", job=o.job_id, channel=o.channel, state=fax.state.value)
+            return
+        # Another delivery of the same outcome is under way: look again once it is over.
+        raise self.retry(countdown=max(store().r.ttl(key), 1))
     try:
         if o.channel == "email":
             notify.send_email(settings, o.target, fax, site)
         else:
             notify.post_callback(settings, o.target, fax, site)
     except notify.NotifyError as exc:
+        store().r.delete(key)
         reason = _retry_or_abandon(self, exc, o.channel, o.target, job=o.job_id)
         store().update(o.job_id, lambda d: d.note(reason, site=site))
         return
-    log.info("notified", job=o.job_id, site=site, channel=o.channel, target=o.target)
+    except BaseException:
+        store().r.delete(key)
+        raise
+    store().r.set(key, "sent", ex=settings.retention_seconds)
+    log.info(
+        "notified",
+        job=o.job_id,
+        site=site,
+        channel=o.channel,
+        target=o.target,
+        state=fax.state.value,
+    )
 
     def record(d: Draft) -> None:
         d.set(notified_by=site)
-        d.note(f"{o.channel} notification delivered to {o.target}", site=site)
+        d.note(f"{o.channel} notification delivered to {o.target} ({fax.state.value})", site=site)
 
     store().update(o.job_id, record)
 

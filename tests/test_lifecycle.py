@@ -265,7 +265,7 @@ def test_routed_then_progress_then_done(lc: Lifecycle) -> None:
     assert fax.r().pages_confirmed == 2
     assert fax.r().remote_id == "REMOTE"
     assert fax.status.state == S.DONE
-    assert of_type(effects, Notify) == [Notify("fx_test")]
+    assert of_type(effects, Notify) == [Notify("fx_test", S.DONE)]
     assert fax.last is not None
     assert fax.last.watches == {watch_member("fx_test", 0): None}
 
@@ -389,7 +389,7 @@ def test_busy_until_max_dials_fails_and_notifies(lc: Lifecycle) -> None:
     assert fax.r().state == S.FAILED
     assert fax.r().cause == Cause.TOO_MANY_DIALS
     assert fax.r().dials == SETTINGS.max_dials
-    assert of_type(effects, Notify) == [Notify("fx_test")]
+    assert of_type(effects, Notify) == [Notify("fx_test", S.FAILED)]
 
 
 def test_second_not_a_fax_answer_fails_the_recipient(lc: Lifecycle) -> None:
@@ -480,7 +480,7 @@ def test_watch_expired_while_sending_is_uncertain_then_settled_late(lc: Lifecycl
     assert fax.r().cause == Cause.WORKER_LOST
     assert "lyon" in (fax.r().detail or "")
     assert fax.status.state == S.OUTCOME_UNCERTAIN
-    assert of_type(effects, Notify) == [Notify("fx_test")]
+    assert of_type(effects, Notify) == [Notify("fx_test", S.OUTCOME_UNCERTAIN)]
     assert not of_type(effects, Route)  # never redialled automatically
 
     # progress of the lost attempt does not reopen it
@@ -491,7 +491,7 @@ def test_watch_expired_while_sending_is_uncertain_then_settled_late(lc: Lifecycl
     assert fax.r().state == S.DONE
     assert fax.r().cause is None
     assert fax.status.state == S.DONE
-    assert not of_type(effects, Notify)  # notified once, when it first settled
+    assert of_type(effects, Notify) == [Notify("fx_test", S.DONE)]  # the final outcome too
 
 
 def test_watch_expired_while_dialing_is_uncertain(lc: Lifecycle) -> None:
@@ -562,7 +562,7 @@ def test_cancel_of_waiting_fax_notifies_once(lc: Lifecycle) -> None:
     fax = Fax(make_fax(recipient_states=[S.SCHEDULED, S.ROUTING], pages=1))
     effects = fax.step(lc.cancel)
     assert fax.status.state == S.CANCELLED
-    assert of_type(effects, Notify) == [Notify("fx_test")]
+    assert of_type(effects, Notify) == [Notify("fx_test", S.CANCELLED)]
     assert fax.step(lc.cancel) == []
 
 
@@ -577,7 +577,7 @@ def test_site_reports_cancel_of_call_on_the_line(lc: Lifecycle) -> None:
         lambda d: lc.on_result(d, result(3, ok=False, confirmed=1, cause=Cause.CANCELLED))
     )
     assert fax.r().state == S.CANCELLED
-    assert of_type(effects, Notify) == [Notify("fx_test")]
+    assert of_type(effects, Notify) == [Notify("fx_test", S.CANCELLED)]
 
 
 def test_notify_only_when_the_last_recipient_settles(lc: Lifecycle) -> None:
@@ -595,7 +595,7 @@ def test_notify_only_when_the_last_recipient_settles(lc: Lifecycle) -> None:
     effects = fax.step(lambda d: lc.on_result(d, result(3, ok=True, confirmed=1, recipient=1)))
     notifies.append(of_type(effects, Notify))
     assert fax.status.state == S.DONE
-    assert notifies == [[], [Notify("fx_test")], []]
+    assert notifies == [[], [Notify("fx_test", S.OUTCOME_UNCERTAIN)], [Notify("fx_test", S.DONE)]]
 
 
 def test_dialing_before_the_routed_event_implies_queued(lc: Lifecycle) -> None:
