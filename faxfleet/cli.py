@@ -358,32 +358,61 @@ def compose() -> None:
 )
 @click.option("--api-port", default=8040, show_default=True)
 @click.option("--flower-port", default=5555, show_default=True)
-def up(sites: tuple[str, ...], api_port: int, flower_port: int) -> None:
-    """Run a local fleet against FAXFLEET_REDIS_URL until Ctrl-C (no demo batch)."""
+@click.option(
+    "--replicas",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Run every process kind this many times (site workers once per site).",
+)
+@click.option("--cluster", is_flag=True, help="The cluster topology: --replicas 2.")
+def up(
+    sites: tuple[str, ...], api_port: int, flower_port: int, replicas: int, cluster: bool
+) -> None:
+    """Run a supervised local fleet against FAXFLEET_REDIS_URL until Ctrl-C (no demo
+    batch); a process that exits is restarted, and each restart is logged."""
+    import logging
     import signal
     import threading
 
     from faxfleet.fleet import Fleet, SiteSpec
-    from faxfleet.settings import get_settings
+    from faxfleet.log import setup_logging
 
     specs = []
     for item in sites:
         name, _, lines = item.partition(":")
         specs.append(SiteSpec(name, int(lines or 2)))
-    env = {"FAXFLEET_REDIS_URL": get_settings().redis_url}
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)  # restarts are logged
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness probe
+    env = {"FAXFLEET_REDIS_URL": settings.redis_url}
     fleet = Fleet(
-        specs, env, Path(".fleet/logs").resolve(), api_port=api_port, flower_port=flower_port
+        specs,
+        env,
+        Path(".fleet/logs").resolve(),
+        api_port=api_port,
+        flower_port=flower_port,
+        replicas=max(replicas, 2) if cluster else replicas,
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         fleet.start()
-        fleet.wait_ready(timeout=90)
-        console.print(f"fleet up: API {fleet.api_url}, Flower http://127.0.0.1:{flower_port}")
+        try:
+            fleet.wait_ready(timeout=90)
+        except (RuntimeError, TimeoutError) as exc:
+            raise click.ClickException(f"the fleet did not start: {exc}") from None
+        console.print(
+            f"fleet up: {len(fleet.processes)} processes, API {', '.join(fleet.api_urls)}, "
+            f"Flower http://127.0.0.1:{flower_port}"
+        )
         stop.wait()
     finally:
         fleet.stop()
+        if fleet.restarts:
+            counts = ", ".join(f"{n} {c}" for n, c in sorted(fleet.restarts.items()))
+            console.print(f"restarts: {counts}")
 
 
 # -- received faxes ------------------------------------------------------------------------

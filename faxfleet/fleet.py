@@ -1,173 +1,56 @@
-"""The process launcher: the same topology as ``compose.yaml``, as local processes.
+"""The process launcher: the same topology as ``compose.yaml``, as supervised local
+processes (the demo, ``faxfleet up``, the tests and the benchmarks use it).
 
-A fleet is, per site: an event worker (ordered lifecycle events), a notifier and a site
-worker with one thread per line; and once per fleet: the timer loop, the router, the
-renderer, the API and (optionally) Flower. :func:`topology` is the single description of
-that; ``tests/test_compose.py`` checks ``compose.yaml`` against it.
-
-Services are stopped with SIGTERM to their main process only (a Celery worker then
-finishes or hands back what it holds); whatever is left after a grace period is killed.
+:func:`~faxfleet.topology.topology` says which processes a fleet has; ``tests/test_layout.py``
+checks ``compose.yaml`` against it. :class:`~faxfleet.supervisor.Supervisor` restarts any
+of them that exits without being asked to. A service is "ready" by what its kind can
+show: the HTTP ones answer their health URL, a site worker publishes its status from its
+current process, the timer loop and the dispatcher beat from theirs, and a Celery worker
+has logged that it is ready.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import json
+import re
 import signal
+import socket
 import subprocess
-import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import redis
 
-from faxfleet import keys
+from faxfleet import heartbeat, keys
+from faxfleet.redis_conn import connect_url
 from faxfleet.redis_server import free_port
+from faxfleet.supervisor import Backoff, Restart, Supervisor
+from faxfleet.topology import LINE_SLOTS, LOOP_KINDS, ServiceSpec, SiteSpec, topology
 
+__all__ = [
+    "LINE_SLOTS",
+    "Backoff",
+    "Fleet",
+    "Restart",
+    "ServiceSpec",
+    "SiteSpec",
+    "topology",
+]
 
-@dataclass(frozen=True)
-class SiteSpec:
-    name: str
-    lines: int
+CRASH_LOOP_ATTEMPTS = 5
+"""Quick exits in a row after which waiting for the fleet gives up (0.5 + 1 + 2 + 4 s of
+backoff): a service that cannot start is a configuration error, not a blip."""
 
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def _celery(app: str, queue: str, pool: str, concurrency: int, node: str) -> list[str]:
-    return [
-        "-m",
-        "celery",
-        "-A",
-        app,
-        "worker",
-        "-Q",
-        queue,
-        "-P",
-        pool,
-        "-c",
-        str(concurrency),
-        "-n",
-        f"{node}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel",
-        "INFO",
-    ]
-
-
-LINE_SLOTS = 32
-
-
-def topology(
-    sites: list[SiteSpec],
-    *,
-    api_port: int = 8040,
-    admin_port: int = 8041,
-    flower_port: int | None = None,
-    render_concurrency: int = 2,
-    bind: str = "127.0.0.1",
-) -> list[ServiceSpec]:
-    """Every process of a fleet (argv without the Python interpreter).
-
-    A site worker gets ``LINE_SLOTS`` threads (or more, for a larger site) so lines added
-    at run time have a thread to run on; the dispatcher never hands it more faxes than
-    it has lines in service, so the spare threads only ever wait."""
-    services: list[ServiceSpec] = []
-    for site in sites:
-        env = {"FAXFLEET_SITE": site.name, "FAXFLEET_LINES": str(site.lines)}
-        services += [
-            ServiceSpec(
-                f"events-{site.name}",
-                _celery("scheduler.tasks", f"events.{site.name}", "solo", 1, f"events-{site.name}"),
-                env,
-            ),
-            ServiceSpec(
-                f"notify-{site.name}",
-                _celery(
-                    "scheduler.tasks", f"notify.{site.name}", "threads", 4, f"notify-{site.name}"
-                ),
-                env,
-            ),
-            ServiceSpec(
-                f"site-{site.name}",
-                _celery(
-                    "workers.site",
-                    f"site.{site.name}",
-                    "threads",
-                    max(site.lines, LINE_SLOTS),
-                    f"site-{site.name}",
-                ),
-                env,
-            ),
-        ]
-    home = {"FAXFLEET_SITE": sites[0].name}
-    services += [
-        ServiceSpec("timers", ["-m", "scheduler.timers"], home),
-        ServiceSpec("routing", _celery("routing.tasks", "routing", "threads", 2, "routing"), home),
-        ServiceSpec("dispatcher", ["-m", "routing.dispatcher"], home),
-        ServiceSpec(
-            "routing-admin",
-            [
-                "-m",
-                "uvicorn",
-                "routing.admin:app",
-                "--host",
-                bind,
-                "--port",
-                str(admin_port),
-                "--no-access-log",
-            ],
-            home,
-        ),
-        ServiceSpec(
-            "render",
-            _celery("workers.rendering", "render", "prefork", render_concurrency, "render"),
-            home,
-        ),
-        ServiceSpec(
-            "api",
-            [
-                "-m",
-                "uvicorn",
-                "scheduler.api:app",
-                "--host",
-                bind,
-                "--port",
-                str(api_port),
-                "--no-access-log",
-            ],
-            home,
-        ),
-    ]
-    if flower_port:
-        services.append(
-            ServiceSpec(
-                "flower",
-                [
-                    "-m",
-                    "celery",
-                    "-A",
-                    "faxfleet.monitor",
-                    "flower",
-                    f"--port={flower_port}",
-                    f"--address={bind}",
-                ],
-                home,
-            )
-        )
-    return services
+_HEALTH_PATHS = {"api": "/readyz", "routing-admin": "/healthz", "flower": "/healthcheck"}
 
 
 @dataclass
 class Fleet:
-    """A running fleet of local processes."""
+    """A running fleet of local processes, restarted when they exit on their own."""
 
     sites: list[SiteSpec]
     env: dict[str, str]
@@ -175,29 +58,68 @@ class Fleet:
     api_port: int = 8040
     flower_port: int | None = None
     admin_port: int | None = None
-    """The routing admin API's port (a free one when not given)."""
+    """The (first) routing admin API's port (a free one when not given)."""
+    replicas: int = 1
+    """The cluster topology with 2 or more: every kind but the site worker runs this
+    many times (see :mod:`faxfleet.topology`); extra API and admin nodes get free ports."""
+    supervise: bool = True
+    backoff: Backoff = field(default_factory=Backoff)
+    on_restart: Callable[[Restart], None] | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    api_ports: list[int] = field(default_factory=list)
+    admin_ports: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.admin_port is None:
             self.admin_port = free_port()
+        if not self.api_ports:
+            self.api_ports = [self.api_port] + [free_port() for _ in range(self.replicas - 1)]
+        if not self.admin_ports:
+            extra = [free_port() for _ in range(self.replicas - 1)]
+            self.admin_ports = [self.admin_port, *extra]
         self.env = {**self.env, "FAXFLEET_ROUTING_ADMIN_URL": self.admin_url}
+        self.supervisor = Supervisor(
+            self.log_dir,
+            self.env,
+            backoff=self.backoff,
+            enabled=self.supervise,
+            on_restart=self.on_restart,
+            processes=self.processes,
+        )
+        self._ready_seen: set[tuple[str, int]] = set()
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://127.0.0.1:{self.api_ports[0]}"
+
+    @property
+    def api_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.api_ports]
 
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    @property
+    def restarts(self) -> Counter[str]:
+        """Restarts per service since the fleet started (intentional ones not counted)."""
+        return self.supervisor.restarts
+
+    @property
+    def restart_history(self) -> list[Restart]:
+        return self.supervisor.history
+
     def topology(self) -> list[ServiceSpec]:
         return topology(
             self.sites,
-            api_port=self.api_port,
-            admin_port=self.admin_port or 8041,
+            api_port=self.api_ports,
+            admin_port=self.admin_ports,
             flower_port=self.flower_port,
+            replicas=self.replicas,
+            admin_host="127.0.0.1",
         )
+
+    # -- starting and stopping ------------------------------------------------------------
 
     def start(self, only: set[str] | None = None) -> Fleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -208,18 +130,7 @@ class Fleet:
         return self
 
     def start_service(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.env, **spec.env, "PYTHONUNBUFFERED": "1"}
-        out = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(
-            [sys.executable, *spec.argv],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        out.close()
-        self.processes[spec.name] = proc
-        return proc
+        return self.supervisor.start(spec)
 
     def spec(self, name: str) -> ServiceSpec:
         for spec in self.topology():
@@ -227,59 +138,135 @@ class Fleet:
                 return spec
         raise KeyError(name)
 
+    def stop_service(self, name: str, *, kill: bool = False, grace: float = 15.0) -> None:
+        """Stop a service on purpose (SIGTERM to its main process, or SIGKILL to its
+        group with ``kill``): the supervisor leaves it stopped."""
+        self.supervisor.stop(name, kill=kill, grace=grace)
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Signal a service as a crash would (SIGKILL by default): unlike
+        :meth:`stop_service`, the supervisor restarts it. Returns the PID signalled."""
+        return self.supervisor.kill(name, sig)
+
+    def wait_restarted(self, name: str, since: int, timeout: float = 60.0) -> int:
+        """Until ``name`` has more than ``since`` restarts (read ``fleet.restarts[name]``
+        before killing it); returns the new count."""
+        return self.supervisor.wait_restarted(name, since, timeout)
+
+    # -- readiness ------------------------------------------------------------------------
+
+    def service_ready(self, name: str) -> bool:
+        """Whether the service's current process is up, judged by its kind."""
+        child = self.supervisor.children.get(name)
+        if child is None or child.proc.poll() is not None:
+            return False
+        seen = (name, child.proc.pid)
+        if seen in self._ready_seen:
+            return True
+        spec = child.spec
+        if spec.kind in _HEALTH_PATHS and spec.port:
+            ok = _http_ok(f"http://127.0.0.1:{spec.port}{_HEALTH_PATHS[spec.kind]}")
+        elif spec.kind == "site":
+            ok = self._site_published(spec.env["FAXFLEET_SITE"], child.proc.pid)
+        elif spec.kind in LOOP_KINDS:  # they beat from their loops, as host:pid
+            ok = self._exists(heartbeat.key(spec.kind, f"{socket.gethostname()}:{child.proc.pid}"))
+        elif spec.node:  # Celery logs "<node>@<host> ready." once it consumes
+            ready = rf"{re.escape(spec.node)}@\S+ ready\."
+            ok = _logged(self.log_dir / f"{name}.log", child.log_offset, ready)
+        else:
+            ok = True
+        if ok:
+            self._ready_seen.add(seen)
+        return ok
+
+    def _redis(self) -> redis.Redis:
+        return connect_url(self.env["FAXFLEET_REDIS_URL"], socket_timeout=2, failover_seconds=2)
+
+    def _exists(self, key: str) -> bool:
+        try:
+            return bool(self._redis().exists(key))
+        except redis.RedisError:
+            return False
+
+    def _site_published(self, site: str, pid: int) -> bool:
+        """The site's status key comes from this very process (its worker id carries
+        the PID), not from the one it replaced."""
+        try:
+            raw = self._redis().get(keys.site_status(site))
+        except redis.RedisError:
+            return False
+        if raw is None:
+            return False
+        return f":{pid}:" in str(json.loads(raw).get("worker", ""))
+
+    def _not_ready(self) -> list[str]:
+        waiting = [n for n in list(self.supervisor.children) if not self.service_ready(n)]
+        sites = {
+            c.spec.env.get("FAXFLEET_SITE")
+            for c in list(self.supervisor.children.values())
+            if c.spec.kind == "events"
+        }
+        try:
+            homes = {h.decode() for h in self._redis().smembers(keys.HOME_SITES)}
+        except redis.RedisError:
+            return [*waiting, "redis"]
+        waiting += [f"home site {s}" for s in sorted(s for s in sites if s and s not in homes)]
+        return waiting
+
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the API answers and every site publishes its status."""
-        r = redis.Redis.from_url(self.env["FAXFLEET_REDIS_URL"])
+        """Until every service started is up (see :meth:`service_ready`) and every site
+        with an event worker is a home site. Services being restarted are waited for;
+        only one that keeps failing to start (or any exit, without supervision) fails."""
         deadline = time.monotonic() + timeout
         waiting: list[str] = []
         while time.monotonic() < deadline:
             self._check_alive()
-            homes = {h.decode() for h in r.smembers(keys.HOME_SITES)}
-            waiting = [s.name for s in self.sites if not r.exists(keys.site_status(s.name))]
-            waiting += [f"events-{s.name}" for s in self.sites if s.name not in homes]
-            if not waiting and "api" in self.processes:
-                try:
-                    if httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200:
-                        return
-                    waiting = ["api"]
-                except httpx.HTTPError:
-                    waiting = ["api"]
-            elif not waiting:
+            waiting = self._not_ready()
+            if not waiting:
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise TimeoutError(
             f"fleet not ready after {timeout} s: waiting for {waiting}; logs in {self.log_dir}"
         )
 
+    def wait_service_ready(self, name: str, timeout: float = 60.0) -> float:
+        """Until ``name``'s current process is ready; the seconds waited."""
+        start = time.monotonic()
+        while not self.service_ready(name):
+            self._check_alive()
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"{name} not ready after {timeout} s; logs in {self.log_dir}")
+            time.sleep(0.05)
+        return time.monotonic() - start
+
     def _check_alive(self) -> None:
-        for name, proc in self.processes.items():
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+        """Raise for a service that is down for good: any exit without supervision, or
+        a crash loop with it."""
+        if self.supervise:
+            failed = self.supervisor.crash_looping(CRASH_LOOP_ATTEMPTS)
+        else:
+            failed = self.supervisor.dead()
+        for name in failed:
+            code = self.processes[name].returncode
+            tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {code}:\n{tail}")
 
-    def stop_service(self, name: str, *, kill: bool = False, grace: float = 15.0) -> None:
-        proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        if kill:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        # Pool children left behind by a worker that exited are not ours to keep.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
-    def stop(self) -> None:
-        for name in list(self.processes):
-            proc = self.processes[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name in list(self.processes):
-            self.stop_service(name, grace=max(0.1, deadline - time.monotonic()))
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _logged(path: Path, offset: int, pattern: str) -> bool:
+    """Whether ``pattern`` (a regex) is in the log after ``offset`` (this process's output)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return re.search(pattern.encode(), f.read()) is not None
+    except OSError:
+        return False

@@ -2,11 +2,19 @@
 
 The fleet never relies on a Redis it did not start: a machine's shared Redis (6379) is
 left alone.
+
+Redis holds the fleet's accepted faxes (the job store) as well as its queues, so the
+server runs with the append-only file on by default, fsynced every second: a restart
+(SIGTERM: Redis writes and fsyncs the AOF before it exits) loses nothing, while a SIGKILL
+or a power cut can lose up to about the last second of writes (docs/reliability.md).
+RDB snapshots stay off: they would only add a fork every few minutes to what the AOF
+already keeps.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -26,7 +34,9 @@ def free_port() -> int:
 class RedisServer:
     directory: Path
     port: int = 0
-    appendonly: bool = False
+    appendonly: bool = True
+    appendfsync: str = "everysec"
+    """``always``, ``everysec`` or ``no`` (Redis's own setting)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -53,6 +63,8 @@ class RedisServer:
             "",
             "--appendonly",
             "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
             "--daemonize",
             "no",
             "--logfile",
@@ -61,22 +73,37 @@ class RedisServer:
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    raise RuntimeError(
-                        f"redis-server did not start on {self.port}: {err}"
-                    ) from None
-                time.sleep(0.05)
+        try:
+            while True:
+                try:
+                    # PING answers while the AOF is still loading; DBSIZE waits for it.
+                    client.dbsize()
+                    return self
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        err = self.process.stderr.read().decode() if self.process.stderr else ""
+                        raise RuntimeError(
+                            f"redis-server did not start on {self.port}: {err}"
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
+        """SIGTERM (Redis flushes the AOF and exits), or SIGKILL with ``kill`` (what a
+        crash would do: the last second of writes may be lost)."""
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
-                self.process.wait(10)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()
+
+    def restart(self, kill: bool = False, down: float = 0.0) -> RedisServer:
+        """Stop (SIGTERM, or SIGKILL with ``kill``) and start the same server again, on
+        the same port and directory, so it replays its AOF; ``down`` seconds between."""
+        self.stop(kill=kill)
+        if down:
+            time.sleep(down)
+        return self.start()

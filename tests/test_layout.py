@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from faxfleet.compose import COMPOSE_SITES, render_compose
+from faxfleet.compose import COMPOSE_REPLICAS, COMPOSE_SITES, health_check, render_compose
 from faxfleet.fleet import topology
 from scheduler.states import mermaid
 
@@ -31,12 +31,23 @@ def test_services_only_meet_in_the_shared_package() -> None:
 def test_compose_file_is_generated_from_the_launcher_topology() -> None:
     committed = (ROOT / "compose.yaml").read_text()
     assert committed == render_compose(), "run: faxfleet compose > compose.yaml"
-    services = yaml.safe_load(committed)["services"]
-    for spec in topology(COMPOSE_SITES, flower_port=5555, bind="0.0.0.0"):
-        assert services[spec.name]["command"] == ["python", *spec.argv]
+    compose = yaml.safe_load(committed)
+    services = compose["services"]
+    specs = topology(COMPOSE_SITES, flower_port=5555, bind="0.0.0.0", replicas=COMPOSE_REPLICAS)
+    for spec in specs:
+        service = services[spec.name]
+        assert service["command"] == ["python", *spec.argv]
         for key, value in spec.env.items():
-            assert services[spec.name]["environment"][key] == value
+            assert service["environment"][key] == value
+        assert service["restart"] == "unless-stopped"
+        assert service["healthcheck"]["test"] == health_check(spec)
+        assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
     assert {"redis", "mail"} <= set(services)
+    assert set(services) == {"redis", "mail"} | {s.name for s in specs}
+    redis = services["redis"]
+    assert redis["volumes"] == ["redis-data:/data"] and "redis-data" in compose["volumes"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert redis["command"][redis["command"].index("--appendfsync") + 1] == "everysec"
 
 
 def test_architecture_doc_draws_the_state_table_the_code_uses() -> None:
