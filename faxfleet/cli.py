@@ -303,13 +303,42 @@ def sites(ctx: click.Context) -> None:
         table = Table()
         for col in ("site", "lines up", "busy", "waiting", "lines"):
             table.add_column(col)
+        fleet = client.fleet()
+        snap = fleet["snapshot"]
+        held = {h["name"]: h for h in snap["sites"]}
+        table.add_column("held / leased")
         for s in client.sites():
             status = s.get("status") or {"lines": []}
             lines = " ".join(f"{ln['name']}:{ln['state']}" for ln in status["lines"])
+            h = held.get(s["name"])
             table.add_row(
-                s["name"], str(s["lines_up"]), str(s["lines_busy"]), str(s["waiting"]), lines
+                s["name"],
+                str(s["lines_up"]),
+                str(s["lines_busy"]),
+                str(s["waiting"]),
+                lines,
+                f"{h['held']} / {h['leased']}" if h else "-",
             )
         console.print(table)
+        console.print(fleet_lines(fleet))
+
+
+def fleet_lines(fleet: dict[str, Any]) -> str:
+    """The fleet's health under the site table: processes alive by kind, what waits
+    and what is overdue, and each problem."""
+    snap = fleet["snapshot"]
+    procs = ", ".join(f"{k} {n}" for k, n in snap["processes"].items()) or "none"
+    out = [f"processes alive: {procs}"]
+    d = snap.get("dispatch")
+    if d:
+        waiting = sum(d["waiting"].values())
+        out.append(
+            f"waiting: {waiting} (overdue {d['overdue']}, oldest {d['oldest_wait_seconds']:.0f} s),"
+            f" free lines: {d['free_lines']}"
+        )
+    out.append("health: ok" if fleet["ok"] else "health: FAILING")
+    out += [f"  - {p}" for p in fleet["problems"]]
+    return "\n".join(out)
 
 
 @cli.command()

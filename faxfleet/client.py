@@ -232,6 +232,11 @@ class FaxClient(ApiClient):
     def sites(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/sites").json())
 
+    def fleet(self) -> dict[str, Any]:
+        """The fleet's health: problems, sites with held and leased faxes, live
+        processes by kind, what waits (``GET /v1/fleet``)."""
+        return dict(self._request("GET", "/v1/fleet").json())
+
     # -- received faxes -----------------------------------------------------------------
 
     def inbound_list(self, *, limit: int = 50) -> list[InboundFax]:

@@ -40,6 +40,9 @@ def site_inflight(site: str) -> str:
 DISPATCH_WAKE = "ff:dispatch:wake"
 """A list the dispatcher blocks on: pushed when a line frees or work arrives."""
 
+DISPATCH_SUMMARY = "ff:fleet:dispatch"
+"""The dispatcher's :class:`~faxfleet.messages.DispatchSummary` (JSON, short expiry)."""
+
 HOME_SITES = "ff:homes"
 """Set of sites whose scheduler applies events and sends notifications: a fax may only
 name one of these as its home site (its events would otherwise wait forever)."""
@@ -63,6 +66,14 @@ def lease(attempt_id: str) -> str:
     return f"ff:lease:{attempt_id}"
 
 
+def in_doubt(site: str) -> str:
+    """Attempts of ``site`` whose lease expired while started (hash attempt id -> JSON
+    with the order and the worker that held it): written by the dispatcher when it frees
+    the slot, cleared by the site worker when it reports the call's result or finds the
+    holder's process dead after a restart (``HolderDead``)."""
+    return f"ff:in-doubt:{site}"
+
+
 def sim_script(number: str) -> str:
     """Simulated telephone network: outcomes scripted for calls to ``number`` (a list,
     one entry popped per call; empty means the call succeeds)."""
@@ -72,6 +83,12 @@ def sim_script(number: str) -> str:
 def sim_received(number: str) -> str:
     """Simulated telephone network: what the far end at ``number`` received (a list)."""
     return f"ff:sim:received:{number}"
+
+
+def sim_confirmed(number: str) -> str:
+    """Emulated telephone network: each page the far end at ``number`` confirmed (MCF),
+    one JSON entry per page, written as it happens."""
+    return f"ff:sim:confirmed:{number}"
 
 
 def inbound_fax(inbound_id: str) -> str:

@@ -178,6 +178,8 @@ class RecipientStatus(Message):
     currency: str | None = None
     event_seq: int = 0
     updated_at: datetime | None = None
+    queued_since: datetime | None = None
+    """When the current wait for a line began (see :attr:`RouteOrder.queued_since`)."""
 
 
 class DocumentInfo(Message):
@@ -210,6 +212,8 @@ class FaxStatus(Message):
     detail: str | None = None
     notified_by: str | None = None
     """The site whose scheduler delivered the notification (always the home site)."""
+    renders: int = 0
+    """Times rendering was started again because it did not finish in time."""
     history: list[Transition] = Field(default_factory=list)
     cover: CoverFields | None = None
     """The cover page's fields; None: no cover page."""
@@ -245,6 +249,10 @@ class RouteOrder(Message):
     sender: str | None = None
     header: bool = True
     """The site worker stamps the header line on each page as it sends it."""
+    queued_since: datetime | None = None
+    """When this fax started waiting for a line: its place in the central queue and the
+    start of its priority promise. Kept when a fax is given back by a site that went
+    down or lost its lease, so it does not lose its place; None: now."""
 
     @property
     def attempt_id(self) -> str:
@@ -259,6 +267,10 @@ class SendOrder(RouteOrder):
     routed_at: datetime
     dial_string: str | None = None
     """What the site's modem dials (its dialing rules applied); None: the E.164 number."""
+    token: str = ""
+    """Names this one hand-out of the attempt (the dispatcher's in-flight record carries
+    the same): a copy of the order whose token no longer matches the record (given back,
+    handed out again) is stale and refused without touching the site's slots."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -302,6 +314,37 @@ class Requeued(Message):
     attempt: int
     site: str
     detail: str
+    at: datetime
+
+
+class LeaseLost(Message):
+    """A site worker started this attempt and stopped renewing its lease: it died, hung,
+    was paused or was cut off, and nobody can tell which yet. Its slot is free again; the
+    attempt is in doubt until its result arrives (a cut-off site finishes the call and
+    reports it when it reconnects), its worker is proven dead (:class:`HolderDead`), or
+    the watchdog declares it ``outcome_uncertain``."""
+
+    kind: Literal["lease_lost"] = "lease_lost"
+    job_id: str
+    recipient: int
+    attempt: int
+    site: str
+    worker: str | None = None
+    detail: str
+    at: datetime
+
+
+class HolderDead(Message):
+    """Proof that the worker that held this attempt is gone: the site's worker started
+    again on the same host and found its predecessor's process dead. Its call ended with
+    it, so the fax can be sent again from its first unconfirmed page."""
+
+    kind: Literal["holder_dead"] = "holder_dead"
+    job_id: str
+    recipient: int
+    attempt: int
+    site: str
+    worker: str
     at: datetime
 
 
@@ -381,6 +424,8 @@ FleetEvent = Annotated[
     | RenderFailed
     | Routed
     | Requeued
+    | LeaseLost
+    | HolderDead
     | Unroutable
     | AttemptProgress
     | AttemptResult
@@ -405,6 +450,20 @@ class LineStatus(Message):
     since: datetime | None = None
     reason: str | None = None
     """Why a line is out of service (its modem failed its probe or stopped responding)."""
+
+
+class DispatchSummary(Message):
+    """What the dispatcher saw on its latest pass (``keys.DISPATCH_SUMMARY``, with a
+    short expiry): health checks read it to tell whether faxes wait with lines free."""
+
+    at: datetime
+    waiting: dict[int, int] = Field(default_factory=dict)
+    """Faxes waiting for a line, by priority."""
+    overdue: int = 0
+    """Waiting faxes whose priority promise has run out."""
+    free_lines: int = 0
+    """Lines in service and not handed a fax, fleet-wide, after the pass."""
+    oldest_wait_seconds: float = 0.0
 
 
 class SiteStatus(Message):

@@ -9,8 +9,10 @@ Every in-flight record (``faxfleet.inflight``) is looked at on a pass of the dis
   promise* (``queued_since``), and the home site hears ``Requeued``. The site's copy of
   the order, if it ever runs, finds the record gone and is refused.
 * **Started, lease expired** (the worker died, hung, was paused or cut off): the slot is
-  freed and the home site hears ``LeaseLost``; the scheduler decides between sending
-  again from the first unconfirmed page and ``outcome_uncertain``.
+  freed, the attempt is recorded as in doubt (``keys.in_doubt``) and the home site hears
+  ``LeaseLost``. Nothing is sent again on a lease alone: a cut-off site may still be on
+  the call. The site's next worker proves its predecessor dead (``HolderDead``), or the
+  call's own result arrives, or the scheduler's watchdog declares the outcome uncertain.
 * **Started, lease alive**: left alone, however long the call.
 
 Both actions are Lua scripts that re-check the record's token, the claim and the lease,
@@ -45,7 +47,8 @@ redis.call('DEL', KEYS[4])
 return 1
 """
 
-# KEYS: inflight(site), lease(attempt), claim(attempt); ARGV: attempt, token
+# KEYS: inflight(site), lease(attempt), claim(attempt), in_doubt(site)
+# ARGV: attempt, token
 _LEASE_LOST = """
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return false end
@@ -54,6 +57,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local worker = redis.call('GET', KEYS[3])
 if not worker then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
+local doubt = cjson.decode(rec)
+doubt['worker'] = worker
+redis.call('HSET', KEYS[4], ARGV[1], cjson.encode(doubt))
 return worker
 """
 
@@ -154,7 +160,7 @@ class Reaper:
 
     def _lost(self, key: bytes, site: str, attempt: str, rec: dict[str, Any]) -> int:
         worker = self._lease_lost(
-            keys=[key, keys.lease(attempt), keys.attempt_claim(attempt)],
+            keys=[key, keys.lease(attempt), keys.attempt_claim(attempt), keys.in_doubt(site)],
             args=[attempt, rec.get("token", "")],
         )
         if not worker:

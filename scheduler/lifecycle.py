@@ -21,7 +21,9 @@ from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
     Cause,
+    HolderDead,
     JobState,
+    LeaseLost,
     RenderDone,
     RenderFailed,
     RenderOrder,
@@ -69,6 +71,10 @@ class Changed:
 
 Effect = Route | Render | Notify | Changed
 
+MAX_RENDERS = 3
+"""Times the watchdog finds a fax not rendered in time before it gives up on it (it
+starts rendering again the times before)."""
+
 ResolveOutcome = Literal["sent", "resend"]
 """An operator's decision on a recipient whose outcome is uncertain (:meth:`Lifecycle.resolve`)."""
 
@@ -93,21 +99,51 @@ class Lifecycle:
         r = draft.recipient(index)
         return Changed(draft.status.id, index, r.state, r.site, r.line)
 
-    def _route(self, draft: Draft, index: int, *, new_attempt: bool, at: datetime) -> Route:
-        """Put recipient ``index`` into routing and return the order for the router."""
+    def _route(
+        self,
+        draft: Draft,
+        index: int,
+        *,
+        new_attempt: bool,
+        at: datetime,
+        keep_place: bool = False,
+        detail: str | None = None,
+    ) -> Route:
+        """Put recipient ``index`` into routing and return the order for the router.
+
+        ``keep_place``: the fax goes on waiting where it waited before (given back by a
+        site, or its call lost with its worker): same place in the queue, same promise."""
         r = draft.recipient(index)
         attempt = r.attempt + 1 if new_attempt else r.attempt
+        queued_since = (r.queued_since or at) if keep_place else at
         if r.state != S.ROUTING:
-            draft.move(index, S.ROUTING, attempt=attempt, next_try_at=None, event_seq=0, at=at)
+            draft.move(
+                index,
+                S.ROUTING,
+                attempt=attempt,
+                next_try_at=None,
+                event_seq=0,
+                at=at,
+                queued_since=queued_since,
+                detail=detail,
+            )
+        else:
+            draft.set_recipient(index, queued_since=queued_since)
         draft.set_timer(route_timer(draft.status.id, index), None)
         deadline = at + timedelta(seconds=self.s.scaled(self.s.routing_stuck_after_seconds))
         draft.set_watch(watch_member(draft.status.id, index), deadline)
+        return self._order(draft, index)
+
+    @staticmethod
+    def _order(draft: Draft, index: int) -> Route:
+        """The route order for recipient ``index``'s current attempt."""
         fax = draft.status
+        r = draft.recipient(index)
         return Route(
             RouteOrder(
                 job_id=fax.id,
                 recipient=index,
-                attempt=attempt,
+                attempt=r.attempt,
                 number=r.number,
                 pages=fax.pages or 0,
                 first_page=r.pages_confirmed + 1,
@@ -116,6 +152,7 @@ class Lifecycle:
                 tenant=fax.tenant,
                 sender=fax.sender,
                 header=fax.header,
+                queued_since=r.queued_since,
             )
         )
 
@@ -184,13 +221,25 @@ class Lifecycle:
         )
         draft.set_timer(route_timer(draft.status.id, index), decision.retry_at)
 
+    def _watch_render(self, draft: Draft) -> None:
+        """A fax not rendered in time is started again (its render order was lost, or the
+        renderer died): the watch sits on recipient 0 while the fax renders."""
+        deadline = now() + timedelta(seconds=self.s.render_watch_seconds)
+        draft.set_watch(watch_member(draft.status.id, 0), deadline)
+
+    def _watch_queue(self, draft: Draft, index: int, at: datetime) -> None:
+        deadline = at + timedelta(seconds=self.s.scaled(self.s.routing_stuck_after_seconds))
+        draft.set_watch(watch_member(draft.status.id, index), max(deadline, now()))
+
     # -- submission -------------------------------------------------------------------
 
     def start(self, draft: Draft) -> list[Effect]:
         """A stored submission goes to rendering."""
         fax = draft.status
         for r in fax.recipients:
-            draft.move(r.index, S.RENDERING)
+            if r.state == S.SUBMITTED:
+                draft.move(r.index, S.RENDERING)
+        self._watch_render(draft)
         return [
             Render(
                 RenderOrder(
@@ -235,7 +284,14 @@ class Lifecycle:
 
     def on_routed(self, draft: Draft, ev: Routed) -> list[Effect]:
         r = draft.recipient(ev.recipient)
-        if r.attempt != ev.attempt or r.state != S.ROUTING:
+        if r.attempt != ev.attempt:
+            return []
+        if r.state == S.QUEUED and r.site != ev.site:
+            # Handed out again (given back by another site, events applied out of order).
+            draft.set_recipient(ev.recipient, site=ev.site)
+            draft.note(f"handed to {ev.site}", site=ev.site)
+            return []
+        if r.state != S.ROUTING:
             return []
         draft.move(
             ev.recipient,
@@ -246,18 +302,97 @@ class Lifecycle:
             cost_estimate=ev.cost,
             currency=ev.currency,
         )
-        # Waiting in a site's queue is bounded by the kill time, not by the watchdog.
-        draft.set_watch(watch_member(draft.status.id, ev.recipient), None)
+        # A site that never starts it gives it back (dispatcher); should that word be
+        # lost, the watch re-sends the route order, which is ignored while it is placed.
+        self._watch_queue(draft, ev.recipient, ev.at)
         return [self._changed(draft, ev.recipient)]
 
     def on_requeued(self, draft: Draft, ev: Requeued) -> list[Effect]:
         r = draft.recipient(ev.recipient)
-        if r.attempt != ev.attempt or r.state != S.QUEUED:
+        if r.attempt != ev.attempt:
+            return []
+        if r.state == S.ROUTING:  # applied before its "routed": note it, nothing moves
+            draft.note(ev.detail, site=ev.site)
+            return []
+        if r.state != S.QUEUED:
             return []
         draft.move(ev.recipient, S.ROUTING, detail=ev.detail, at=ev.at)
-        deadline = ev.at + timedelta(seconds=self.s.scaled(self.s.routing_stuck_after_seconds))
-        draft.set_watch(watch_member(draft.status.id, ev.recipient), deadline)
+        self._watch_queue(draft, ev.recipient, ev.at)
         return [self._changed(draft, ev.recipient)]
+
+    def on_lease_lost(self, draft: Draft, ev: LeaseLost) -> list[Effect]:
+        """The worker that started this attempt stopped renewing its lease: dead, hung,
+        paused or cut off, nobody can tell yet. Nothing is sent again on that alone (a
+        cut-off site may still be on the call): the history says so and the watchdog is
+        set, so the attempt ends in its own result, in :meth:`on_holder_dead`, or, after
+        ``stuck_after_seconds``, in ``outcome_uncertain``."""
+        r = draft.recipient(ev.recipient)
+        if r.attempt != ev.attempt or r.state not in (S.QUEUED, S.DIALING, S.SENDING):
+            return []
+        draft.note(f"{ev.detail}; waiting for its result or proof it is gone", site=ev.site)
+        deadline = ev.at + timedelta(seconds=self.s.scaled(self.s.stuck_after_seconds))
+        draft.set_watch(watch_member(draft.status.id, ev.recipient), max(deadline, now()))
+        return []
+
+    def on_holder_dead(self, draft: Draft, ev: HolderDead) -> list[Effect]:
+        """The worker that held this attempt is proven gone, and its call with it.
+
+        Not yet on a page (queued, dialing): nothing reached the far end, so the fax is
+        routed again at once, keeping its place. On a page before the last: sent again
+        from the first unconfirmed page (the far end may get that one page twice),
+        counted as a try. On the last page: the far end may hold the whole fax, so the
+        outcome is uncertain and never redialled automatically."""
+        r = draft.recipient(ev.recipient)
+        active = (S.QUEUED, S.DIALING, S.SENDING, S.OUTCOME_UNCERTAIN)
+        if r.attempt != ev.attempt or r.state not in active:
+            return []
+        if r.state == S.OUTCOME_UNCERTAIN and r.cause != Cause.WORKER_LOST:
+            return []
+        before = draft.status.state
+        idx = ev.recipient
+        pages = draft.status.pages or 0
+        on_a_page = r.page is not None and r.state in (S.SENDING, S.OUTCOME_UNCERTAIN)
+        gone = f"the worker on site {ev.site} that held the call is gone ({ev.worker})"
+        if on_a_page and (r.page or 0) >= pages:
+            if r.state != S.OUTCOME_UNCERTAIN:
+                draft.set_watch(watch_member(draft.status.id, idx), None)
+                draft.move(
+                    idx,
+                    S.OUTCOME_UNCERTAIN,
+                    cause=Cause.WORKER_LOST,
+                    at=ev.at,
+                    site=ev.site,
+                    detail=(
+                        f"{gone} on the last page ({r.pages_confirmed} of {pages} pages "
+                        "confirmed); not redialled automatically"
+                    ),
+                )
+                return [self._changed(draft, idx), *self._settled(before, draft)]
+            return []
+        tries = r.tries + (1 if on_a_page else 0)
+        if on_a_page and tries >= self.s.max_tries:
+            draft.set_watch(watch_member(draft.status.id, idx), None)
+            draft.move(
+                idx,
+                S.FAILED,
+                cause=Cause.WORKER_LOST,
+                at=ev.at,
+                site=ev.site,
+                tries=tries,
+                detail=f"{gone}; {tries} tries used",
+            )
+            return [self._changed(draft, idx), *self._settled(before, draft)]
+        draft.set_recipient(idx, tries=tries)
+        where = f"from page {r.pages_confirmed + 1}" if r.pages_confirmed else "from the start"
+        route = self._route(
+            draft,
+            idx,
+            new_attempt=True,
+            at=ev.at,
+            keep_place=True,
+            detail=f"{gone}; sending again {where}, keeping its place",
+        )
+        return [route, self._changed(draft, idx)]
 
     def on_unroutable(self, draft: Draft, ev: Unroutable) -> list[Effect]:
         r = draft.recipient(ev.recipient)
@@ -370,7 +505,14 @@ class Lifecycle:
         at = now()
         if r.state == S.ROUTING:
             # Routing orders are idempotent per attempt: send the same one again.
-            return [self._route(draft, index, new_attempt=False, at=at)]
+            return [self._route(draft, index, new_attempt=False, at=at, keep_place=True)]
+        if r.state == S.QUEUED:
+            # Placed at a site that has not started it: the same order again is ignored
+            # while the placement stands and re-queues it if the placement was lost.
+            self._watch_queue(draft, index, at)
+            return [self._order(draft, index)]
+        if r.state in (S.SUBMITTED, S.RENDERING):
+            return self._render_again(draft)
         if r.state in (S.DIALING, S.SENDING):
             before = draft.status.state
             draft.move(
@@ -385,6 +527,25 @@ class Lifecycle:
             )
             return [self._changed(draft, index), *self._settled(before, draft)]
         return []
+
+    def _render_again(self, draft: Draft) -> list[Effect]:
+        """Start rendering again, at most ``MAX_RENDERS`` times in all."""
+        fax = draft.status
+        renders = fax.renders + 1
+        if renders >= MAX_RENDERS:
+            before = fax.state
+            detail = f"rendering did not finish after {MAX_RENDERS} tries"
+            for r in fax.recipients:
+                if r.state in (S.SUBMITTED, S.RENDERING):
+                    draft.move(r.index, S.FAILED, cause=Cause.RENDER_ERROR, detail=detail)
+            draft.set(cause=Cause.RENDER_ERROR, detail=detail)
+            return [
+                *(self._changed(draft, r.index) for r in fax.recipients),
+                *self._settled(before, draft),
+            ]
+        draft.set(renders=renders)
+        draft.note(f"not rendered in time: rendering again (try {renders})")
+        return self.start(draft)
 
     # -- operator actions ---------------------------------------------------------------
 

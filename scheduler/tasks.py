@@ -24,9 +24,11 @@ from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
     EventEnvelope,
+    HolderDead,
     InboundNotifyOrder,
     InboundReceived,
     JobState,
+    LeaseLost,
     NotifyOrder,
     RenderDone,
     RenderFailed,
@@ -170,6 +172,10 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
             handler = lambda d: m.on_routed(d, ev)  # noqa: E731
         case Requeued():
             handler = lambda d: m.on_requeued(d, ev)  # noqa: E731
+        case LeaseLost():
+            handler = lambda d: m.on_lease_lost(d, ev)  # noqa: E731
+        case HolderDead():
+            handler = lambda d: m.on_holder_dead(d, ev)  # noqa: E731
         case Unroutable():
             handler = lambda d: m.on_unroutable(d, ev)  # noqa: E731
         case AttemptProgress():

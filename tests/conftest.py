@@ -149,6 +149,10 @@ FAST_FLEET_ENV = {
     "FAXFLEET_SIM_PAGE_SECONDS": "0.15",
     "FAXFLEET_STUCK_AFTER_SECONDS": "1500",  # 3 s at this time scale
     "FAXFLEET_ROUTING_STUCK_AFTER_SECONDS": "2500",
+    # Leases in real seconds: a dead worker's call is picked up again within ~2 s.
+    "FAXFLEET_LEASE_SECONDS": "1.5",
+    "FAXFLEET_DISPATCH_CLAIM_SECONDS": "5",
+    "FAXFLEET_RENDER_STUCK_AFTER_SECONDS": "20",
     "FAXFLEET_MAX_DIALS": "4",
     "FAXFLEET_MAX_TRIES": "3",
     "FAXFLEET_LOAD_PUBLISH_INTERVAL": "0.3",

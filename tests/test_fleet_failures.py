@@ -70,27 +70,35 @@ def _wait(api: httpx.Client, fax_id: str, predicate, timeout: float = 60) -> dic
 def test_killed_site_worker_mid_fax_resumes_at_the_first_unconfirmed_page(
     fleet: Fleet, api: httpx.Client
 ) -> None:
-    """The worker dies on page 3 of 12: its lease runs out, the slot is freed, and the
-    fax is sent again from the first page the far end had not confirmed."""
+    """The worker dies on page 3 of 12: its lease runs out and its slot is freed, but
+    nothing is sent again until the site's next worker proves the old one gone; then the
+    fax goes on from the first page the far end had not confirmed."""
     r = redis.Redis.from_url(fleet.env["FAXFLEET_REDIS_URL"])
     number = "+33142685500"
     fax_id = _submit(api, number, pages=12)
     _wait(api, fax_id, lambda f: (f["recipients"][0]["page"] or 0) >= 3)
     fleet.stop_service("site-paris", kill=True)
-    # Nothing sends while paris is down: the fax waits for a line, not for a watchdog.
-    fax = _wait(api, fax_id, lambda f: f["recipients"][0]["attempt"] == 2, timeout=20)
+    attempt = f"{fax_id}:0:1"
+    deadline = time.monotonic() + 20
+    while r.hget(keys.site_inflight("paris"), attempt) is not None:  # lease runs out
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert r.hexists(keys.in_doubt("paris"), attempt)
+    fax = _fax(api, fax_id)
+    assert fax["recipients"][0]["attempt"] == 1  # in doubt: not sent again on a lease alone
     confirmed = fax["recipients"][0]["pages_confirmed"]
     assert confirmed >= 2
-    assert fax["recipients"][0]["state"] in ("routing", "queued", "retry_scheduled")
-    assert r.hget(keys.site_inflight("paris"), f"{fax_id}:0:1") is None  # dead worker: freed
 
     fleet.start_service(fleet.spec("site-paris"))
     fleet.wait_ready()
     fax = _wait(api, fax_id, lambda f: f["state"] == "done", timeout=60)
     rcpt = fax["recipients"][0]
     assert rcpt["pages_confirmed"] == 12
+    assert rcpt["attempt"] == 2
     history = api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()["history"]
     assert any("lease" in (h["detail"] or "") for h in history)
+    assert any("is gone" in (h["detail"] or "") for h in history)
+    assert not r.hexists(keys.in_doubt("paris"), attempt)
     calls = [json.loads(c) for c in r.lrange(keys.sim_received(number), 0, -1)]
     # The killed call died with its far end; the far end's one completed call started
     # where the confirmed pages ended.

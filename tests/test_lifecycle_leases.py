@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from faxfleet.messages import Cause, JobState, LeaseLost, Requeued, Routed, now
+from faxfleet.messages import Cause, HolderDead, JobState, LeaseLost, Requeued, Routed, now
 from scheduler.lifecycle import MAX_RENDERS, Lifecycle, Notify, Render, Route
 from tests.test_lifecycle import Fax, make_fax, of_type, progress, routed
 
@@ -22,6 +22,12 @@ def lc() -> Lifecycle:
     from tests.test_lifecycle import SETTINGS
 
     return Lifecycle(SETTINGS)
+
+
+def dead(attempt: int = 1) -> HolderDead:
+    return HolderDead(
+        job_id="fx_test", recipient=0, attempt=attempt, site="lyon", worker="lyon@h:1", at=now()
+    )
 
 
 def lost(attempt: int = 1) -> LeaseLost:
@@ -50,7 +56,7 @@ def test_route_orders_carry_when_the_fax_started_waiting(lc: Lifecycle) -> None:
 
 
 @pytest.mark.parametrize("phase", ["queued", "dialing"])
-def test_lease_lost_before_a_page_routes_again_at_once_keeping_its_place(
+def test_holder_dead_before_a_page_routes_again_at_once_keeping_its_place(
     lc: Lifecycle, phase: str
 ) -> None:
     fax = Fax(make_fax())
@@ -58,7 +64,7 @@ def test_lease_lost_before_a_page_routes_again_at_once_keeping_its_place(
     waited_since = fax.r().queued_since
     if phase == "dialing":
         fax.step(lambda d: lc.on_progress(d, progress(1, "dialing")))
-    effects = fax.step(lambda d: lc.on_lease_lost(d, lost()))
+    effects = fax.step(lambda d: lc.on_holder_dead(d, dead()))
     assert fax.r().state == S.ROUTING
     assert fax.r().attempt == 2
     assert fax.r().tries == 0  # nothing reached the far end: not the fax's fault
@@ -68,12 +74,12 @@ def test_lease_lost_before_a_page_routes_again_at_once_keeping_its_place(
     assert order.queued_since == waited_since  # its place in the queue is kept
 
 
-def test_lease_lost_mid_fax_resumes_at_the_first_unconfirmed_page(lc: Lifecycle) -> None:
+def test_holder_dead_mid_fax_resumes_at_the_first_unconfirmed_page(lc: Lifecycle) -> None:
     fax = Fax(make_fax())
     routed(lc, fax, pages=5)
     fax.step(lambda d: lc.on_progress(d, progress(1, "dialing")))
     fax.step(lambda d: lc.on_progress(d, progress(2, "page", page=3, confirmed=2)))
-    effects = fax.step(lambda d: lc.on_lease_lost(d, lost()))
+    effects = fax.step(lambda d: lc.on_holder_dead(d, dead()))
     assert fax.r().state == S.ROUTING
     assert fax.r().tries == 1
     order = of_type(effects, Route)[0].order
@@ -81,19 +87,19 @@ def test_lease_lost_mid_fax_resumes_at_the_first_unconfirmed_page(lc: Lifecycle)
     assert "from page 3" in (fax.r().detail or "")
 
 
-def test_lease_lost_on_the_last_page_is_uncertain_and_not_redialled(lc: Lifecycle) -> None:
+def test_holder_dead_on_the_last_page_is_uncertain_and_not_redialled(lc: Lifecycle) -> None:
     fax = Fax(make_fax())
     routed(lc, fax, pages=2)
     fax.step(lambda d: lc.on_progress(d, progress(1, "dialing")))
     fax.step(lambda d: lc.on_progress(d, progress(2, "page", page=2, confirmed=1)))
-    effects = fax.step(lambda d: lc.on_lease_lost(d, lost()))
+    effects = fax.step(lambda d: lc.on_holder_dead(d, dead()))
     assert fax.r().state == S.OUTCOME_UNCERTAIN
     assert fax.r().cause == Cause.WORKER_LOST
     assert of_type(effects, Route) == []
     assert of_type(effects, Notify)
 
 
-def test_lease_lost_mid_fax_too_often_fails_with_its_cause(lc: Lifecycle) -> None:
+def test_holder_dead_mid_fax_too_often_fails_with_its_cause(lc: Lifecycle) -> None:
     fax = Fax(make_fax())
     routed(lc, fax, pages=5)
     for attempt in range(1, 4):
@@ -109,17 +115,50 @@ def test_lease_lost_mid_fax_too_often_fails_with_its_cause(lc: Lifecycle) -> Non
                 d, progress(2, "page", attempt=a, page=2, confirmed=1)
             )
         )
-        fax.step(lambda d, a=attempt: lc.on_lease_lost(d, lost(a)))
+        fax.step(lambda d, a=attempt: lc.on_holder_dead(d, dead(a)))
     assert fax.r().state == S.FAILED
     assert fax.r().cause == Cause.WORKER_LOST
 
 
-def test_a_stale_lease_loss_changes_nothing(lc: Lifecycle) -> None:
+def test_a_stale_holder_death_changes_nothing(lc: Lifecycle) -> None:
     fax = Fax(make_fax())
     routed(lc, fax, pages=2)
     before = fax.status
-    assert fax.step(lambda d: lc.on_lease_lost(d, lost(attempt=7))) == []
+    assert fax.step(lambda d: lc.on_holder_dead(d, dead(attempt=7))) == []
     assert fax.status == before
+
+
+def test_a_lost_lease_alone_sends_nothing_again_and_arms_the_watch(lc: Lifecycle) -> None:
+    """A cut-off site may still be on the call: the attempt waits for its result, for
+    proof its worker is gone, or for the watchdog."""
+    fax = Fax(make_fax())
+    routed(lc, fax, pages=3)
+    fax.step(lambda d: lc.on_progress(d, progress(1, "dialing")))
+    fax.step(lambda d: lc.on_progress(d, progress(2, "page", page=2, confirmed=1)))
+    effects = fax.step(lambda d: lc.on_lease_lost(d, lost()))
+    assert effects == []
+    assert fax.r().state == S.SENDING and fax.r().attempt == 1
+    assert fax.last is not None and fax.last.watches["fx_test:0"] is not None
+    assert "lease" in (fax.last.transitions[-1].detail or "")
+    # The watch runs out: uncertain, as for any silent call...
+    fax.step(lambda d: lc.on_watch_expired(d, 0))
+    assert fax.r().state == S.OUTCOME_UNCERTAIN
+    # ...and proof that the holder died mid-fax sends it on from the unconfirmed page.
+    effects = fax.step(lambda d: lc.on_holder_dead(d, dead()))
+    assert fax.r().state == S.ROUTING
+    assert of_type(effects, Route)[0].order.first_page == 2
+
+
+def test_a_late_result_after_a_lost_lease_settles_the_attempt(lc: Lifecycle) -> None:
+    from tests.test_lifecycle import result
+
+    fax = Fax(make_fax())
+    routed(lc, fax, pages=2)
+    fax.step(lambda d: lc.on_progress(d, progress(1, "dialing")))
+    fax.step(lambda d: lc.on_progress(d, progress(2, "page", page=1)))
+    fax.step(lambda d: lc.on_lease_lost(d, lost()))
+    fax.step(lambda d: lc.on_result(d, result(3, ok=True, confirmed=2)))
+    assert fax.r().state == S.DONE
 
 
 def test_requeued_before_routed_is_noted_and_routed_then_updates_the_site(

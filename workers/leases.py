@@ -5,10 +5,10 @@ the site's in-flight record still carries the order's token, takes the attempt c
 (``SET NX``) and the lease together. While the call lasts a background thread renews the
 lease of every attempt this process holds, every third of ``lease_seconds``; renewal
 only succeeds while the record is still this worker's, so a worker that was paused or
-cut off past its lease learns it has lost the attempt, hangs up at the next page
-boundary and reports ``worker_lost`` instead of taking the attempt back. The slot is
-freed by :meth:`Leases.free`, after the result has been reported, by whoever holds the
-token and no one else.
+cut off past its lease cannot take its slot back (it finishes its call and reports it:
+nobody else sends an attempt in doubt). The slot is freed by :meth:`Leases.free`, after
+the result has been reported, by whoever holds the token and no one else; freeing also
+clears the attempt's in-doubt entry.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 return 1
 """
 
-# KEYS: inflight(site), lease(attempt), dispatcher wake list; ARGV: attempt, token
+# KEYS: inflight(site), lease(attempt), dispatcher wake list, in_doubt(site)
+# ARGV: attempt, token
 _FREE = """
+redis.call('HDEL', KEYS[4], ARGV[1])
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 local freed = 0
 if rec and (cjson.decode(rec)['token'] or '') == ARGV[2] then
@@ -132,7 +134,12 @@ class Leases:
             self._held.pop(o.attempt_id, None)
         return bool(
             self._free(
-                keys=[keys.site_inflight(self.site), keys.lease(o.attempt_id), keys.DISPATCH_WAKE],
+                keys=[
+                    keys.site_inflight(self.site),
+                    keys.lease(o.attempt_id),
+                    keys.DISPATCH_WAKE,
+                    keys.in_doubt(self.site),
+                ],
                 args=[o.attempt_id, o.token],
             )
         )
@@ -166,7 +173,7 @@ class Leases:
             if not ok:
                 h.lost.set()
                 self.log.error(
-                    "lease lost: hanging up",
+                    "lease lost: the call is in doubt until its result is reported",
                     job=o.job_id,
                     recipient=o.recipient,
                     attempt=o.attempt,

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from faxfleet import celery_app as names
 from faxfleet import keys
@@ -45,7 +46,17 @@ def _redis() -> redis.Redis:
     return rt.redis
 
 
-@app.task(name=names.RENDER_TASK, soft_time_limit=RENDER_SOFT_LIMIT, time_limit=RENDER_HARD_LIMIT)
+@app.task(
+    name=names.RENDER_TASK,
+    soft_time_limit=RENDER_SOFT_LIMIT,
+    time_limit=RENDER_HARD_LIMIT,
+    # Redis away (restart, failover): render again shortly rather than drop the job.
+    # Should even the retry fail to be queued, the scheduler's render watch starts it.
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError, OperationalError),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=10,
+)
 def render(order: dict[str, Any]) -> int:
     o = RenderOrder.model_validate(order)
     r = _redis()

@@ -12,6 +12,7 @@ dispatcher.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, overload
 
 import redis
@@ -31,6 +33,8 @@ from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
     Cause,
+    EventEnvelope,
+    HolderDead,
     SendOrder,
     SiteStatus,
     now,
@@ -38,6 +42,7 @@ from faxfleet.messages import (
 from faxfleet.runtime import runtime
 from faxfleet.settings import get_settings
 from workers.inbound import deliver_inbound
+from workers.journal import Journal
 from workers.leases import Claim, Leases
 from workers.lines.answer import Listener, Reception
 from workers.lines.base import Call, Line, SendReport
@@ -51,7 +56,8 @@ from workers.render.header import header_text, stamp_header
 
 rt = runtime(f"site-{get_settings().site}")
 log, settings, app = rt.log, rt.settings, rt.app
-WORKER_ID = f"{settings.site}@{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+STARTED_AT = int(time.time())
+WORKER_ID = f"{settings.site}@{socket.gethostname()}:{os.getpid()}:{STARTED_AT}"
 """Unique per process start: an attempt claim names the process that made the call."""
 stats = LineStats()
 
@@ -192,7 +198,10 @@ def _publisher() -> None:
     while not _stop_publishing.is_set():
         try:
             publish_status()
-        except redis.RedisError as exc:
+            if journal().pending():
+                replay_journal()
+            declare_dead_predecessors()
+        except Exception as exc:  # Redis or broker away: try again next round
             log.warning("cannot publish site status", site=settings.site, error=str(exc))
         _stop_publishing.wait(settings.load_publish_interval)
 
@@ -213,6 +222,99 @@ def _stop(**_: Any) -> None:
 
 
 # -- sending ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def journal() -> Journal:
+    return Journal(Path(settings.spool_dir) / settings.site / "events.jsonl")
+
+
+def emit(event: AttemptProgress | AttemptResult, home_site: str) -> None:
+    """Send an attempt's event to its home site; while Redis cannot be reached (or
+    events kept earlier still wait), keep it in the local journal, in order."""
+    if journal().pending() == 0:
+        try:
+            names.emit(app, event, home_site)
+            return
+        except Exception as exc:  # kombu/redis connection errors of every kind
+            log.error(
+                "cannot report: kept in the local journal",
+                job=event.job_id,
+                site=settings.site,
+                error=str(exc),
+            )
+    journal().append(home_site, event.model_dump(mode="json"))
+
+
+def replay_journal() -> int:
+    """Send what the journal kept (called from the status loop once Redis answers)."""
+
+    def send(home_site: str, raw: dict[str, Any]) -> None:
+        event = EventEnvelope.model_validate({"event": raw}).event
+        names.emit(app, event, home_site)
+        if isinstance(event, AttemptResult):
+            _redis().hdel(
+                keys.in_doubt(settings.site), f"{event.job_id}:{event.recipient}:{event.attempt}"
+            )
+
+    sent = journal().replay(send)
+    if sent:
+        log.warning("reported what the journal kept", site=settings.site, events=sent)
+    return sent
+
+
+def _predecessor_dead(holder: str) -> bool:
+    """Whether ``holder`` (a worker id) is an earlier worker process of this site on
+    this host that no longer runs: the proof that its calls ended with it."""
+    try:
+        name, pid_text, started = holder.rsplit(":", 2)
+        pid, start = int(pid_text), int(started)
+    except ValueError:
+        return False
+    if holder == WORKER_ID or name != f"{settings.site}@{socket.gethostname()}":
+        return False
+    if start > STARTED_AT:
+        return False  # a later process than this one
+    if pid == os.getpid():
+        return True  # the same pid in a new process: the old one is gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def declare_dead_predecessors() -> int:
+    """Attempts in doubt at this site whose holder is a dead predecessor: the home site
+    hears ``HolderDead`` and sends the fax on. Called from the status loop."""
+    r = _redis()
+    declared = 0
+    for attempt, raw in r.hgetall(keys.in_doubt(settings.site)).items():
+        doubt = json.loads(raw)
+        holder = str(doubt.get("worker", ""))
+        if not _predecessor_dead(holder):
+            continue
+        o = SendOrder.model_validate(doubt["order"])
+        names.emit(
+            app,
+            HolderDead(
+                job_id=o.job_id,
+                recipient=o.recipient,
+                attempt=o.attempt,
+                site=settings.site,
+                worker=holder,
+                at=now(),
+            ),
+            o.home_site,
+        )
+        r.hdel(keys.in_doubt(settings.site), attempt)
+        declared += 1
+        log.warning(
+            "holder of a call in doubt is gone", job=o.job_id, site=settings.site, worker=holder
+        )
+    return declared
 
 
 class AttemptReporter:
@@ -241,7 +343,7 @@ class AttemptReporter:
             pages_confirmed=self.confirmed,
             at=now(),
         )
-        names.emit(app, ev, self.o.home_site)
+        emit(ev, self.o.home_site)
 
     def dialing(self) -> None:
         self._progress("dialing")
@@ -257,22 +359,14 @@ class AttemptReporter:
         self._progress("page", page)
 
     def should_stop(self) -> bool:
-        """Hang up when the fax is cancelled or this worker lost its lease on the call
-        (another site may be about to send it)."""
-        if leases().lost(self.o.attempt_id):
-            return True
-        return bool(_redis().exists(keys.cancel_flag(self.o.job_id)))
+        """Hang up when the fax is cancelled. A site cut off from Redis cannot read the
+        flag: it finishes the call (nobody else sends an attempt in doubt)."""
+        try:
+            return bool(_redis().exists(keys.cancel_flag(self.o.job_id)))
+        except redis.RedisError:
+            return False
 
     def result(self, report: SendReport, duration: float = 0.0) -> None:
-        if leases().lost(self.o.attempt_id) and report.cause == Cause.CANCELLED:
-            report = SendReport(
-                False,
-                report.pages_confirmed,
-                report.connected,
-                Cause.WORKER_LOST,
-                "hung up: this site lost its lease on the call",
-                report.remote_id,
-            )
         ev = AttemptResult(
             job_id=self.o.job_id,
             recipient=self.o.recipient,
@@ -289,7 +383,7 @@ class AttemptReporter:
             duration_seconds=duration,
             at=now(),
         )
-        names.emit(app, ev, self.o.home_site)
+        emit(ev, self.o.home_site)
         log.info(
             "attempt ended",
             job=self.o.job_id,

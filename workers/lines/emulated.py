@@ -39,7 +39,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
@@ -148,18 +148,30 @@ class _Trouble:
     demodulates is damaged (one flipped bit every ten bytes: bad lines, hence RTN); or,
     for a stall, its first page confirmation is held back by "not ready" answers."""
 
-    def __init__(self, modem: Class1Modem, plan: Plan, hooks: _FarHooks, pair: EmulatorPair):
+    def __init__(
+        self,
+        modem: Class1Modem,
+        plan: Plan,
+        hooks: _FarHooks,
+        pair: EmulatorPair,
+        confirmed: Callable[[int], None] | None = None,
+    ):
         self.modem = modem
         self.plan = plan
         self.hooks = hooks
         self.pair = pair
+        self.confirmed = confirmed
         self.stall = min(float(plan.arg or MAX_STALL), MAX_STALL) if plan.kind == "stall" else 0
 
     def send_hdlc(self, frames: Sequence[bytes]) -> CallStatus:
-        if self.stall > 0 and frames and frames[-1][2:3] == bytes((Fcf.MCF,)):
+        mcf = bool(frames) and frames[-1][2:3] == bytes((Fcf.MCF,))
+        if self.stall > 0 and mcf:
             seconds, self.stall = self.stall, 0
             self._not_ready(seconds)
-        return self.modem.send_hdlc(frames)
+        status = self.modem.send_hdlc(frames)
+        if mcf and self.confirmed is not None and self.hooks.page is not None:
+            self.confirmed(self.hooks.page)  # the far end holds this page: said at once
+        return status
 
     def _not_ready(self, seconds: float) -> None:
         """Answer RNR, take the sender's RR poll, again, for ``seconds``."""
@@ -285,7 +297,14 @@ class FarEnd:
             return
         hooks = _FarHooks(plan.call.first_page)
         config = Config(ident=plan.call.number[-20:], timers=self.timers)
-        result = receive_fax(_Trouble(modem, plan, hooks, self.pair), config, hooks)  # type: ignore[arg-type]
+        trouble = _Trouble(
+            modem,
+            plan,
+            hooks,
+            self.pair,
+            lambda page: self.network.page_confirmed(plan.call, page, site=self.site),
+        )
+        result = receive_fax(trouble, config, hooks)  # type: ignore[arg-type]
         first = plan.call.first_page
         plan.pages = list(range(first, first + len(result.received)))
         plan.outcome = self._outcome(plan, result)

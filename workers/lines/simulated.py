@@ -53,7 +53,26 @@ class SimulatedNetwork:
         return raw.decode() if raw else "ok"
 
     def received(self, number: str, record: dict[str, object]) -> None:
-        self.r.rpush(keys.sim_received(number), json.dumps(record))
+        self._keep(keys.sim_received(number), json.dumps(record))
+
+    def _keep(self, key: str, value: str, patience: float = 60.0) -> None:
+        """Write a far-end record, riding out a Redis restart: the far end of a real line
+        keeps what it received whatever happens to the fleet's Redis."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.r.rpush(key, value)
+                return
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def page_confirmed(self, call: Call, page: int, *, site: str) -> None:
+        """The far end confirmed ``page`` of ``call`` (written as it happens, so the
+        record survives a sender that dies before the call ends)."""
+        record = {"job": call.job_id, "attempt": call.attempt, "page": page, "site": site}
+        self._keep(keys.sim_confirmed(call.number), json.dumps(record))
 
     def record_call(
         self, call: Call, *, site: str, line: str, pages: list[int], outcome: str, **extra: object
