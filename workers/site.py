@@ -80,6 +80,11 @@ def _redis() -> redis.Redis:
 
 @lru_cache(maxsize=1)
 def _network() -> SimulatedNetwork:
+    """The emulated telephone network's far ends keep their records in the fleet's Redis,
+    or in ``sim_network_redis_url``: a network of its own, which a test that cuts a site
+    off from the fleet leaves reachable (a real line does not need the fleet's Redis)."""
+    if settings.sim_network_redis_url:
+        return SimulatedNetwork(redis.Redis.from_url(settings.sim_network_redis_url))
     return SimulatedNetwork(_redis())
 
 
