@@ -13,8 +13,14 @@ transport (see docs/architecture.md for the measurements behind them):
   a busy worker has already reserved.
 * ``task_reject_on_worker_lost``: a killed pool child hands its message back instead of
   dropping it.
-* ``visibility_timeout`` longer than any fax: Redis redelivers an unacknowledged message
-  after it. A send redelivered anyway finds its attempt claim taken (``faxfleet.keys``).
+* ``visibility_timeout`` (minutes): Redis redelivers an unacknowledged message after it.
+  A send redelivered while its call goes on is refused by its claim; the call itself is
+  protected by its lease (``faxfleet/inflight.py``), not by this timeout.
+
+With a ``sentinel://`` Redis URL the broker is kombu's Sentinel transport on the same
+group (``master_name`` in the transport options), as adapted in ``faxfleet.kombu_sentinel``
+so workers survive a failover; queueing a task retries for ``redis_failover_seconds``
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from typing import Any
 
 from celery import Celery
 
+from faxfleet import kombu_sentinel  # noqa: F401 - the transport of sentinel:// URLs
 from faxfleet.messages import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, EventEnvelope
+from faxfleet.redis_conn import SENTINEL_SOCKET_TIMEOUT, is_sentinel_url, parse_sentinel_url
 from faxfleet.settings import Settings, get_settings
 
 # Task names (the contracts between services).
@@ -65,7 +73,33 @@ def celery_priority(priority: int) -> int:
 def make_celery(name: str, settings: Settings | None = None) -> Celery:
     """A Celery app configured for the fleet (no result backend: results are events)."""
     s = settings or get_settings()
-    app = Celery(name, broker=s.broker, backend=None)
+    broker = s.broker
+    transport_options: dict[str, Any] = {
+        "priority_steps": list(range(10)),
+        "queue_order_strategy": "priority",
+        "visibility_timeout": s.visibility_timeout,
+    }
+    sentinel: dict[str, Any] = {}
+    if is_sentinel_url(broker):
+        # kombu's Sentinel transport: the sentinels in the URL, the group in the options.
+        target = parse_sentinel_url(broker)
+        broker = target.kombu_url()
+        transport_options["master_name"] = target.master
+        transport_options["failover_seconds"] = s.redis_failover_seconds
+        transport_options["sentinel_kwargs"] = {
+            "socket_timeout": SENTINEL_SOCKET_TIMEOUT,
+            "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT,
+        }
+        # Queueing a task rides out a failover as Redis commands do (kombu's default
+        # gives up after 3 quick tries, well before the sentinels have promoted a replica).
+        step = 0.5
+        sentinel["task_publish_retry_policy"] = {
+            "max_retries": max(3, int(s.redis_failover_seconds / step)),
+            "interval_start": 0,
+            "interval_step": step,
+            "interval_max": step,
+        }
+    app = Celery(name, broker=broker, backend=None)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -76,16 +110,13 @@ def make_celery(name: str, settings: Settings | None = None) -> Celery:
         task_default_queue="faxfleet.default",
         task_create_missing_queues=True,
         task_ignore_result=True,
-        broker_transport_options={
-            "priority_steps": list(range(10)),
-            "queue_order_strategy": "priority",
-            "visibility_timeout": s.visibility_timeout,
-        },
+        broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
+        **sentinel,
     )
     return app
 

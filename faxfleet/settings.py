@@ -23,7 +23,18 @@ class Settings(BaseSettings):
 
     # --- where the fleet meets -------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6390/0"
-    """Job store, shared site state and (unless ``broker_url`` is set) the Celery broker."""
+    """Job store, shared site state and (unless ``broker_url`` is set) the Celery broker.
+    A Sentinel group instead of one Redis: ``sentinel://h1:26379;sentinel://h2:26379;
+    sentinel://h3:26379/0?master=<name>`` (faxfleet/redis_conn.py, docs/reliability.md)."""
+    redis_min_replicas_ack: int | None = Field(None, ge=0)
+    """Replicas that must confirm a new fax (Redis ``WAIT``) before the API answers 201;
+    default: 1 with a Sentinel URL, 0 with a single Redis."""
+    redis_replica_ack_timeout_ms: int = Field(1000, gt=0, le=9000)
+    """How long a submission waits for those replicas before it is refused with a 503."""
+    redis_failover_seconds: float = Field(30.0, gt=0)
+    """With Sentinel: how long a Redis command (or a task being queued) keeps retrying
+    through connection errors, asking the sentinels for the master again, before it fails.
+    Longer than a failover (about 3 s with ``down-after-milliseconds`` 1000)."""
     broker_url: str | None = None
     visibility_timeout: int = 4 * 3600
     """Seconds before Redis hands an unacknowledged task to another worker. Longer than
@@ -182,6 +193,12 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def min_replicas_ack(self) -> int:
+        if self.redis_min_replicas_ack is not None:
+            return self.redis_min_replicas_ack
+        return 1 if self.redis_url.strip().lower().startswith("sentinel://") else 0
 
     @property
     def api_url_list(self) -> list[str]:

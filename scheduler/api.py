@@ -33,6 +33,7 @@ from faxfleet.messages import (
     JobState,
     NotifyTarget,
 )
+from faxfleet.redis_conn import NotReplicated
 from faxfleet.settings import get_settings
 from scheduler import intake, states, tasks
 from scheduler.inbound import UnknownInbound
@@ -133,6 +134,12 @@ async def _rejected(_: Request, exc: intake.Rejected) -> JSONResponse:
     return JSONResponse({"detail": exc.reason}, status_code=exc.status)
 
 
+@app.exception_handler(NotReplicated)
+async def _not_replicated(_: Request, exc: NotReplicated) -> JSONResponse:
+    """No Redis replica confirmed the fax in time (Sentinel): not durable, so no 201."""
+    return JSONResponse({"detail": exc.reason}, status_code=503, headers={"Retry-After": "1"})
+
+
 @app.post(
     "/v1/faxes",
     status_code=201,
@@ -142,6 +149,7 @@ async def _rejected(_: Request, exc: intake.Rejected) -> JSONResponse:
         413: {"model": ErrorBody},
         415: {"model": ErrorBody},
         422: {"model": ErrorBody},
+        503: {"model": ErrorBody, "description": "Not stored durably (no Redis replica)"},
     },
     openapi_extra={
         "requestBody": {

@@ -18,6 +18,7 @@ Keys (private to the scheduler):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,6 +33,8 @@ from faxfleet.messages import (
     Transition,
     now,
 )
+from faxfleet.redis_conn import NotReplicated, wait_for_replicas
+from faxfleet.settings import get_settings
 from scheduler import states
 
 T = TypeVar("T")
@@ -163,12 +166,27 @@ class JobStore:
 
     # -- creation ---------------------------------------------------------------------
 
-    def create(self, status: FaxStatus, idempotency_key: str | None) -> tuple[FaxStatus, bool]:
+    def create(
+        self,
+        status: FaxStatus,
+        idempotency_key: str | None,
+        *,
+        min_replicas: int | None = None,
+        replica_timeout_ms: int | None = None,
+    ) -> tuple[FaxStatus, bool]:
         """Store a new fax; with an idempotency key already used, return the original.
 
         Returns ``(fax, created)``. The key check and the write are one transaction, so two
         concurrent submissions with the same key yield one fax.
+
+        Durability: the fax is returned only once ``min_replicas`` Redis replicas hold it
+        (``WAIT``, at most ``replica_timeout_ms``; defaults from the settings: 1 with
+        Sentinel, 0 with one Redis). Otherwise :class:`~faxfleet.redis_conn.NotReplicated`
+        is raised, and a new fax is taken back first, so a refusal means "not stored".
         """
+        settings = get_settings()
+        wanted = settings.min_replicas_ack if min_replicas is None else min_replicas
+        wait_ms = replica_timeout_ms or settings.redis_replica_ack_timeout_ms
         jkey = job_key(status.id)
         ikey = idem_key(status.tenant, idempotency_key) if idempotency_key else None
         created_transition = Transition(
@@ -182,7 +200,17 @@ class JobStore:
                         existing = pipe.get(ikey)
                         if existing:
                             pipe.reset()
-                            return self.get(existing.decode()), False
+                            original = self.get(existing.decode())
+                            try:
+                                wait_for_replicas(self.r, wanted, wait_ms)
+                            except NotReplicated as exc:
+                                raise NotReplicated(
+                                    f"fax {original.id} is stored but not yet confirmed: "
+                                    f"{exc.reason}; submit again with the same key",
+                                    wanted=exc.wanted,
+                                    acked=exc.acked,
+                                ) from exc
+                            return original, False
                     pipe.multi()
                     if ikey:
                         pipe.set(ikey, status.id, ex=self.retention)
@@ -190,9 +218,30 @@ class JobStore:
                     pipe.rpush(log_key(status.id), created_transition.model_dump_json())
                     pipe.zadd(tenant_key(status.tenant), {status.id: status.created_at.timestamp()})
                     pipe.execute()
-                    return status, True
+                    break
                 except redis.WatchError:
                     continue
+        try:
+            wait_for_replicas(self.r, wanted, wait_ms)
+        except NotReplicated as exc:
+            # Take the fax back: the caller hears "not stored" and may submit it again.
+            with contextlib.suppress(redis.RedisError), self.r.pipeline() as undo:
+                if ikey:
+                    undo.delete(ikey)
+                undo.delete(jkey, log_key(status.id))
+                if status.documents:
+                    undo.delete(
+                        *(keys.document(status.id, i) for i in range(len(status.documents)))
+                    )
+                undo.zrem(tenant_key(status.tenant), status.id)
+                undo.zrem(WATCH, *(watch_member(status.id, r.index) for r in status.recipients))
+                undo.execute()
+            raise NotReplicated(
+                f"fax not stored: {exc.reason}; submit it again",
+                wanted=exc.wanted,
+                acked=exc.acked,
+            ) from exc
+        return status, True
 
     # -- reading ----------------------------------------------------------------------
 
