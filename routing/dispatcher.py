@@ -218,12 +218,14 @@ class Dispatcher:
     def _expected_end(self, order: Held, status: SiteStatus, at: datetime) -> float:
         """Seconds from ``at`` until the call for ``order`` should be over: its pages at
         the site's measured speed (or the knob) after the call set-up, from when it was
-        handed out; an overdue call is expected to end any moment."""
+        handed out. A call running past its estimate is still on the line: it is expected
+        to need one more page's time, not to end this instant (a site whose calls all
+        overran would otherwise look free "in 0 s" and draw urgent faxes to wait for it)."""
         scale = self.knobs.time_scale
         per_page = status.seconds_per_page or self.knobs.seconds_per_page * scale
         pages = max(1, order.pages - order.first_page + 1)
         length = pages * per_page + self.knobs.call_setup_seconds * scale
-        return max(0.0, length - (at - order.routed_at).total_seconds())
+        return max(per_page, length - (at - order.routed_at).total_seconds())
 
     def waiting(self, limit: int = 5000) -> list[tuple[WaitingFax, RouteOrder]]:
         ids = self.r.zrange(WAITING, 0, limit - 1)

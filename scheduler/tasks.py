@@ -11,6 +11,8 @@ fax's events in the order its sites sent them.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
@@ -101,9 +103,21 @@ def perform(effects: Iterable[Effect], monitor: Task | None = None) -> None:
 
 @signals.worker_ready.connect
 def _register_home_site(**_: Any) -> None:
-    """An event worker makes its site a valid home site."""
+    """An event worker makes its site a valid home site, and keeps it one: should Redis
+    lose the set (restored from an old copy, failed over before replicating), the site
+    is a home site again within seconds instead of refusing every submission."""
     rt.redis.sadd(keys.HOME_SITES, settings.site)
     log.info("scheduler ready", site=settings.site)
+
+    def keep() -> None:
+        while True:
+            time.sleep(5.0)
+            try:
+                rt.redis.sadd(keys.HOME_SITES, settings.site)
+            except Exception as exc:  # Redis away: try again on the next round
+                log.warning("cannot register home site", site=settings.site, error=str(exc))
+
+    threading.Thread(target=keep, name="home-site", daemon=True).start()
 
 
 def home_sites() -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from datetime import timedelta
 
 import redis
 
@@ -242,3 +243,7 @@ def test_placement_sees_when_each_held_call_should_end(
     assert 104 < ends[0] <= 105
     assert 144 < ends[1] <= 145
     assert d.calls_in_progress(d._live()) == Counter({order(1).number: 1, order(2).number: 1})
+    # A call long past its estimate is still on the line: one more page, not "now".
+    held = d._live()["paris"][1][0]
+    late = held.routed_at + timedelta(hours=1)
+    assert d._expected_end(held, d._live()["paris"][0], late) == 40
