@@ -36,9 +36,12 @@ class Settings(BaseSettings):
     through connection errors, asking the sentinels for the master again, before it fails.
     Longer than a failover (about 3 s with ``down-after-milliseconds`` 1000)."""
     broker_url: str | None = None
-    visibility_timeout: int = 4 * 3600
-    """Seconds before Redis hands an unacknowledged task to another worker. Longer than
-    the longest fax: a redelivered send is refused by its attempt claim anyway."""
+    visibility_timeout: int = 300
+    """Seconds before Redis hands an unacknowledged task to another worker, so a message
+    held by a worker that was killed comes back within minutes. Every task is safe to
+    run twice: a send order is refused by its claim (a call in progress is protected by
+    its lease, not by this), events are ordered by attempt and sequence, notifications
+    are delivered once per settled state."""
 
     # --- this node ---------------------------------------------------------------------
     site: str = "paris"
@@ -64,6 +67,9 @@ class Settings(BaseSettings):
     """Emulated lines also answer inbound calls while idle (as modems with ``answer``)."""
     emulator_did: str | None = None
     """The called number reported for faxes emulated lines receive."""
+    sim_network_redis_url: str | None = None
+    """Where simulated and emulated far ends keep what they received (default: the
+    fleet's Redis)."""
     sim_dial_seconds: float = 0.5
     sim_page_seconds: float = 1.0
 
@@ -131,6 +137,30 @@ class Settings(BaseSettings):
     routing_refresh_seconds: float = 30.0
     """How often a router reloads site configuration and cost tables even without a
     configuration change (it reloads at once on one)."""
+
+    # --- leases (docs/reliability.md) ---------------------------------------------------
+    lease_seconds: float = Field(10.0, gt=0)
+    """A site worker holds a lease on each attempt it has started and renews it every
+    third of this (real seconds, not scaled). A lease not renewed for this long means the
+    worker is dead, hung or cut off: the attempt's slot is freed and the scheduler sends
+    the fax again from its first unconfirmed page (or, when the far end may already hold
+    every page, declares it ``outcome_uncertain``)."""
+    dispatch_claim_seconds: float = Field(30.0, gt=0)
+    """A fax handed to a live site that its worker has not started after this long (real
+    seconds: the send order was lost, or the worker is stuck) goes back to the waiting
+    set, keeping its place; the site's copy, if it ever arrives, is refused."""
+    spool_dir: str = ".fleet/spool"
+    """Where a site worker keeps events it could not send while cut off from Redis
+    (``<spool_dir>/<site>/events.jsonl``); they are sent when Redis answers again."""
+    render_stuck_after_seconds: float | None = None
+    """A fax still ``submitted`` or ``rendering`` after this long (real seconds: rendering
+    is CPU time) is started again; default: twice the render timeout plus a minute."""
+
+    @property
+    def render_watch_seconds(self) -> float:
+        if self.render_stuck_after_seconds is not None:
+            return self.render_stuck_after_seconds
+        return 2 * self.render_timeout_seconds + 60
 
     # --- shared site state -------------------------------------------------------------
     load_publish_interval: float = 1.0

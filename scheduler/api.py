@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import httpx
+import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from PIL import Image
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from faxfleet import keys
+from faxfleet import health, heartbeat, keys
 from faxfleet.messages import (
     PRIORITY_DEFAULT,
     FaxRequest,
@@ -540,10 +541,40 @@ for _path in ("/v1/sites", "/v1/sites/{path:path}", "/v1/groups", "/v1/groups/{p
     app.add_api_route(_path, _forward, methods=_FORWARD_METHODS, include_in_schema=False)
 
 
-@app.get("/healthz")
-def healthz() -> dict[str, str]:
-    tasks.store().r.ping()
+@app.get("/healthz", response_model=health.Health, responses={503: {"model": health.Health}})
+def healthz(response: Response) -> health.Health:
+    """Whether the fleet can send (faxfleet/health.py): 503 with the problems when Redis
+    is unreachable, no site has a line in service, a needed process kind has no live
+    process, the dispatcher stopped, or faxes wait past their promise with lines free."""
+    verdict = health.assess(health.snapshot(tasks.store().r))
+    if not verdict.ok:
+        response.status_code = 503
+    return verdict
+
+
+@app.get("/readyz")
+def readyz(response: Response) -> dict[str, str]:
+    """Whether this API node can take submissions (its Redis answers)."""
+    try:
+        tasks.store().r.ping()
+    except redis.RedisError as exc:
+        response.status_code = 503
+        return {"status": "fail", "site": settings.site, "error": str(exc)}
     return {"status": "ok", "site": settings.site}
+
+
+@app.get("/v1/fleet", response_model=health.Health, responses={401: {"model": ErrorBody}})
+def fleet_health(_: Tenant) -> health.Health:
+    """The fleet's health with what it is based on: sites with their held and leased
+    faxes, live processes by kind, what waits and what is overdue."""
+    return health.assess(health.snapshot(tasks.store().r))
+
+
+def _beat() -> None:
+    heartbeat.start(lambda: tasks.rt.redis, "api")
+
+
+app.router.on_startup.append(_beat)
 
 
 __all__ = ["NotifyTarget", "app"]

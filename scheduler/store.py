@@ -171,10 +171,15 @@ class JobStore:
         status: FaxStatus,
         idempotency_key: str | None,
         *,
+        watch_after: float | None = None,
         min_replicas: int | None = None,
         replica_timeout_ms: int | None = None,
     ) -> tuple[FaxStatus, bool]:
         """Store a new fax; with an idempotency key already used, return the original.
+
+        ``watch_after``: seconds after which the fax's watchdog looks at it (a node that
+        dies between storing a fax and starting it leaves it ``submitted``: the watch
+        starts it). Written in the same transaction as the fax.
 
         Returns ``(fax, created)``. The key check and the write are one transaction, so two
         concurrent submissions with the same key yield one fax.
@@ -217,6 +222,9 @@ class JobStore:
                     pipe.set(jkey, status.model_dump_json(exclude={"history"}))
                     pipe.rpush(log_key(status.id), created_transition.model_dump_json())
                     pipe.zadd(tenant_key(status.tenant), {status.id: status.created_at.timestamp()})
+                    if watch_after is not None:
+                        due = status.created_at.timestamp() + watch_after
+                        pipe.zadd(WATCH, {watch_member(status.id, 0): due})
                     pipe.execute()
                     break
                 except redis.WatchError:
