@@ -142,9 +142,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(10.0, gt=0)
     """A site worker holds a lease on each attempt it has started and renews it every
     third of this (real seconds, not scaled). A lease not renewed for this long means the
-    worker is dead, hung or cut off: the attempt's slot is freed and the scheduler sends
-    the fax again from its first unconfirmed page (or, when the far end may already hold
-    every page, declares it ``outcome_uncertain``)."""
+    worker is dead, hung or cut off: the attempt's slot is freed and the call is in doubt
+    until its result arrives, the site's next worker proves the holder dead (then the fax
+    goes on from its first unconfirmed page) or the watchdog declares it uncertain."""
     dispatch_claim_seconds: float = Field(30.0, gt=0)
     """A fax handed to a live site that its worker has not started after this long (real
     seconds: the send order was lost, or the worker is stuck) goes back to the waiting
