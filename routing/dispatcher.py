@@ -260,7 +260,7 @@ class Dispatcher:
         """Place what can be placed now; returns how many faxes were handed to sites."""
         self._reload()
         live = self._live()
-        reaped = self.reaper.maybe_reap(set(live))
+        reaped = self.reaper.maybe_reap({name: st.worker for name, (st, _) in live.items()})
         if reaped.given_back or reaped.leases_lost:
             live = self._live()
         sites = self.site_states(live)

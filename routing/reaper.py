@@ -13,7 +13,9 @@ Every in-flight record (``faxfleet.inflight``) is looked at on a pass of the dis
   ``LeaseLost``. Nothing is sent again on a lease alone: a cut-off site may still be on
   the call. The site's next worker proves its predecessor dead (``HolderDead``), or the
   call's own result arrives, or the scheduler's watchdog declares the outcome uncertain.
-* **Started, lease alive**: left alone, however long the call.
+* **Started, lease alive**: left alone, however long the call. So is a started one whose
+  lease lapsed while its holder still publishes its site's state: the holder is alive
+  and Redis went away under it (a restart, a failover); it renews the lease itself.
 
 Both actions are Lua scripts that re-check the record's token, the claim and the lease,
 so a worker claiming or renewing at the same moment either wins or loses cleanly.
@@ -92,19 +94,21 @@ class Reaper:
         self.claim_seconds = claim_seconds
         self.interval = interval
         self._last = 0.0
-        self._live: set[str] = set()
+        self._live: dict[str, str] = {}
         self._give_back = r.register_script(_GIVE_BACK)
         self._lease_lost = r.register_script(_LEASE_LOST)
 
-    def maybe_reap(self, live: set[str]) -> Reaped:
-        """Sweep when ``interval`` has passed, or at once when a site dropped out."""
-        dropped = bool(self._live - live)
-        self._live = set(live)
-        if not dropped and time.monotonic() - self._last < self.interval:
+    def maybe_reap(self, live: dict[str, str]) -> Reaped:
+        """Sweep when ``interval`` has passed, or at once when a site dropped out or its
+        worker changed."""
+        changed = live != self._live  # a site came, went, or has another worker
+        self._live = dict(live)
+        if not changed and time.monotonic() - self._last < self.interval:
             return Reaped()
         return self.reap(live)
 
-    def reap(self, live: set[str]) -> Reaped:
+    def reap(self, live: dict[str, str]) -> Reaped:
+        """``live``: each site publishing its state, with the worker that publishes it."""
         self._last = time.monotonic()
         done = Reaped()
         for key in self.r.scan_iter(match=keys.site_inflight("*"), count=1000):
@@ -116,11 +120,15 @@ class Reaper:
             with self.r.pipeline(transaction=False) as pipe:
                 for attempt in attempts:
                     pipe.exists(keys.lease(attempt))
-                    pipe.exists(keys.attempt_claim(attempt))
+                    pipe.get(keys.attempt_claim(attempt))
                 flags = pipe.execute()
             for i, attempt in enumerate(attempts):
                 leased, claimed = flags[2 * i], flags[2 * i + 1]
                 if leased:
+                    continue
+                if claimed is not None and live.get(site) == claimed.decode():
+                    # Its holder still publishes the site's state: alive, and its lease
+                    # lapsed with Redis (a restart, a failover); it renews it itself.
                     continue
                 try:
                     rec = inflight.parse(records[attempt.encode()])

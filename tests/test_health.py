@@ -10,7 +10,9 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import redis
 
+from faxfleet import keys
 from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.health import REQUIRED, SiteHealth, Snapshot, assess
 from faxfleet.messages import DispatchSummary, now
@@ -44,11 +46,15 @@ def test_a_fleet_that_can_send_is_healthy() -> None:
         ({"processes": {"timers": 1, "router": 1, "render": 1}}, "no live dispatcher"),
         ({"dispatch": None}, "dispatcher has not completed a pass"),
         (
-            {"dispatch": DispatchSummary(at=now() - timedelta(seconds=60), free_lines=1)},
+            {"dispatch": lambda: DispatchSummary(at=now() - timedelta(seconds=60), free_lines=1)},
             "dispatcher has not completed a pass",
         ),
         (
-            {"dispatch": DispatchSummary(at=now(), waiting={9: 2}, overdue=2, free_lines=1)},
+            {
+                "dispatch": lambda: DispatchSummary(
+                    at=now(), waiting={9: 2}, overdue=2, free_lines=1
+                )
+            },
             "2 fax(es) waiting past their promise with 1 line(s) free",
         ),
         (
@@ -58,6 +64,8 @@ def test_a_fleet_that_can_send_is_healthy() -> None:
     ],
 )
 def test_each_reason_the_fleet_cannot_send_is_named(changes: dict, expected: str) -> None:
+    # Summaries are made when the test runs (their age is part of the check).
+    changes = {k: v() if callable(v) else v for k, v in changes.items()}
     verdict = assess(healthy(**changes))
     assert not verdict.ok
     assert any(expected in p for p in verdict.problems), verdict.problems
@@ -116,6 +124,8 @@ def test_healthz_follows_the_fleet(fleet: Fleet) -> None:
 def test_faxes_past_their_promise_with_lines_free_fail_health(fleet: Fleet) -> None:
     """Two urgent faxes to one number on a two-line site: the second must wait for the
     first call (one call per number) while a line is free, past its promise of 0 s."""
+    r = redis.Redis.from_url(fleet.env["FAXFLEET_REDIS_URL"])
+    r.rpush(keys.sim_script("+33142685900"), "stall:6")  # the first call lasts seconds
     with httpx.Client(base_url=fleet.api_url, timeout=30) as api:
         for _ in range(2):
             resp = api.post(

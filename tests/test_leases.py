@@ -96,7 +96,7 @@ def test_a_hand_out_never_started_goes_back_keeping_its_place(
     time.sleep(0.05)
     enqueue(r, order(2, priority=5))  # a later fax of the same priority
     time.sleep(0.4)  # paris is alive but never starts fax 1 (its order was lost)
-    d.reaper.reap({"paris"})
+    d.reaper.reap({"paris": "paris-test"})
     assert r.hlen(keys.site_inflight("paris")) == 0
     # Fax 1 is back ahead of fax 2, with its original score and promise.
     assert [a.decode() for a in r.zrange(WAITING, 0, -1)] == [
@@ -124,7 +124,7 @@ def test_a_started_call_keeps_its_slot_while_its_lease_is_renewed(
     try:
         for _ in range(8):  # 1.2 s: four leases long
             time.sleep(0.15)
-            d.reaper.reap({"paris"})
+            d.reaper.reap({"paris": "paris-test"})
         assert r.hexists(keys.site_inflight("paris"), o.attempt_id)
         assert not w.lost(o.attempt_id)
         assert not [e for e in events(r) if e["kind"] in ("lease_lost", "requeued")]
@@ -145,7 +145,7 @@ def test_a_dead_workers_lease_expires_its_slot_is_freed_and_it_cannot_take_it_ba
     assert w.claim(o) == Claim.OK
     w.stop()  # the worker freezes: no more renewals
     time.sleep(0.5)
-    reaped = d.reaper.reap({"paris"})
+    reaped = d.reaper.reap({"paris": "paris-test"})
     assert reaped.leases_lost == 1
     assert r.hlen(keys.site_inflight("paris")) == 0
     [ev] = [e for e in events(r) if e["kind"] == "lease_lost"]
@@ -158,7 +158,7 @@ def test_a_dead_workers_lease_expires_its_slot_is_freed_and_it_cannot_take_it_ba
     assert not w.free(o)
     assert r.hexists(keys.site_inflight("paris"), "someone-else")
     r.hdel(keys.site_inflight("paris"), "someone-else")
-    assert d.reaper.reap({"paris"}).leases_lost == 0  # reported once
+    assert d.reaper.reap({"paris": "paris-test"}).leases_lost == 0  # reported once
 
 
 def test_a_lease_survives_a_lapse_when_the_record_is_still_the_workers(
@@ -178,5 +178,25 @@ def test_a_lease_survives_a_lapse_when_the_record_is_still_the_workers(
     w.renew_all()
     assert not w.lost(o.attempt_id)
     assert r.exists(keys.lease(o.attempt_id))
-    assert d.reaper.reap({"paris"}).leases_lost == 0
+    assert d.reaper.reap({"paris": "paris-test"}).leases_lost == 0
     w.free(o)
+
+
+def test_a_lease_lapsed_under_a_live_holder_is_left_to_it(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A Redis failover outlasts the lease, but the holder still publishes its site's
+    state: its call goes on and its slot stays taken (no fax is handed to a busy line)."""
+    publish(r, "paris", lines=1)
+    d = dispatcher(redis_server.url)
+    enqueue(r, order(1))
+    d.step()
+    [o] = orders_at(r, "paris")
+    w = worker(r, "paris", name="paris-test", lease=0.2)
+    assert w.claim(o) == Claim.OK
+    w.stop()
+    time.sleep(0.3)
+    assert d.reaper.reap({"paris": "paris-test"}).leases_lost == 0
+    assert r.hexists(keys.site_inflight("paris"), o.attempt_id)
+    # The site's worker changes (restarted): now the holder is gone.
+    assert d.reaper.reap({"paris": "paris-other"}).leases_lost == 1
