@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench system venv clean
+.PHONY: demo test test-fast lint bench faults system venv clean
 
 demo: system venv
 	$(BIN)/faxfleet demo
@@ -28,6 +28,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+
+# The fault suite, long: processes killed, Redis restarted, sites frozen and cut while
+# faxes flow, for FAXFLEET_FAULT_SECONDS (600); `make test` runs an 80 s version.
+faults: system venv
+	FAXFLEET_FAULT_SECONDS=$${FAXFLEET_FAULT_SECONDS:-600} $(BIN)/python -m pytest \
+		-p no:cacheprovider -s -m faults tests/test_faults.py
 
 bench: system venv
 	$(BIN)/python bench/submit_bench.py
