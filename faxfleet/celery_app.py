@@ -54,8 +54,8 @@ def site_queue(site: str) -> str:
 
 
 def events_queue(home_site: str) -> str:
-    """The home site's lifecycle queue: consumed by exactly one scheduler process with
-    concurrency 1, so events of one fax are applied in the order they were sent."""
+    """The home site's lifecycle queue, consumed by any number of event workers: the
+    lifecycle orders a fax's events by attempt and sequence, not by the queue."""
     return f"events.{home_site}"
 
 

@@ -7,7 +7,9 @@ Nothing here sends a message or touches Redis, so the lifecycle is tested as pla
 
 Ordering: events of one attempt carry ``seq``; an event of an older attempt, or with a
 ``seq`` not above the last one applied, is stale and changes nothing. All events of a fax
-go to its home site's event queue, which one process applies in order.
+go to its home site's event queue; several event workers may apply them, so every
+handler also checks the state it moves from (a "routed" after the site's "dialing", a
+"requeued" before its "routed", a lease notice after the result all change nothing).
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ Run per home site as two workers::
     celery -A scheduler.tasks worker -Q events.<site> -c 1 -P solo   # ordered events
     celery -A scheduler.tasks worker -Q notify.<site> -c 4 -P threads
 
-The event worker must be alone on its queue with concurrency 1: that is what applies a
-fax's events in the order its sites sent them.
+Any number of event workers may share a home site's queue (two in the cluster
+topology): each change is one optimistic transaction on the fax, and the lifecycle
+accepts events in any order (attempt and sequence numbers on a site's reports, the
+current state on the dispatcher's).
 """
 
 from __future__ import annotations
