@@ -104,12 +104,7 @@ class RedisNode:
     def stop(self) -> None:
         if self.running:
             assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            _terminate(self.process)
 
     def link_up(self) -> bool:
         """A replica whose link to its master is up (a full sync done)."""
@@ -149,12 +144,17 @@ class SentinelProcess:
     def stop(self) -> None:
         if self.running:
             assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            _terminate(self.process)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_ping(

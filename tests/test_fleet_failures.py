@@ -18,7 +18,10 @@ from faxfleet.celery_app import make_celery
 from faxfleet.fleet import Fleet, ServiceSpec, SiteSpec
 from faxfleet.redis_server import free_port
 from faxfleet.settings import Settings
-from tests.conftest import paged_text, running_fleet
+from tests.conftest import running_fleet
+from tests.fleet_api import fax as _fax
+from tests.fleet_api import submit as _submit
+from tests.fleet_api import wait_fax as _wait
 
 pytestmark = pytest.mark.fleet
 
@@ -39,32 +42,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 def api(fleet: Fleet) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fleet.api_url, timeout=30) as client:
         yield client
-
-
-def _submit(api: httpx.Client, number: str, pages: int) -> str:
-    doc = paged_text(pages)
-    resp = api.post(
-        "/v1/faxes",
-        headers=ACME,
-        data={"to": [number]},
-        files=[("documents", ("doc.txt", doc, "text/plain"))],
-    )
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["id"])
-
-
-def _fax(api: httpx.Client, fax_id: str) -> dict:
-    return api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()
-
-
-def _wait(api: httpx.Client, fax_id: str, predicate, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        fax = _fax(api, fax_id)
-        if predicate(fax):
-            return fax
-        assert time.monotonic() < deadline, json.dumps(fax, indent=1)[:3000]
-        time.sleep(0.05)
 
 
 def test_killed_site_worker_mid_fax_resumes_at_the_first_unconfirmed_page(

@@ -22,6 +22,8 @@ from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.messages import AttemptResult, NotifyOrder, now
 from faxfleet.settings import Settings
 from tests.conftest import Receiver, SmtpServer, paged_text, running_fleet
+from tests.fleet_api import fax as _fax
+from tests.fleet_api import wait_fax as _wait
 
 pytestmark = pytest.mark.fleet
 
@@ -64,20 +66,6 @@ def api(fleet: Fleet) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def rc(fleet: Fleet) -> redis.Redis:
     return redis.Redis.from_url(fleet.env["FAXFLEET_REDIS_URL"])
-
-
-def _fax(api: httpx.Client, fax_id: str) -> dict:
-    return api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()
-
-
-def _wait(api: httpx.Client, fax_id: str, predicate, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        fax = _fax(api, fax_id)
-        if predicate(fax):
-            return fax
-        assert time.monotonic() < deadline, json.dumps(fax, indent=1)[:4000]
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

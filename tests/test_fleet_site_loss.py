@@ -18,7 +18,9 @@ import redis
 
 from faxfleet import keys
 from faxfleet.fleet import Fleet, SiteSpec
-from tests.conftest import SmtpServer, paged_text, running_fleet
+from tests.conftest import SmtpServer, running_fleet
+from tests.fleet_api import submit as _submit
+from tests.fleet_api import wait_fax as _wait
 from tests.netcut import NetCut
 
 pytestmark = pytest.mark.fleet
@@ -45,34 +47,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, smtp_server: SmtpServer) -> 
 def api(fleet: Fleet) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fleet.api_url, timeout=30) as client:
         yield client
-
-
-def _submit(api: httpx.Client, number: str, pages: int, email: str | None = None) -> str:
-    data: dict = {"to": [number]}
-    if email:
-        data["notify_email"] = email
-    resp = api.post(
-        "/v1/faxes",
-        headers=ACME,
-        data=data,
-        files=[("documents", ("doc.txt", paged_text(pages), "text/plain"))],
-    )
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["id"])
-
-
-def _fax(api: httpx.Client, fax_id: str) -> dict:
-    return api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()
-
-
-def _wait(api: httpx.Client, fax_id: str, predicate, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        fax = _fax(api, fax_id)
-        if predicate(fax):
-            return fax
-        assert time.monotonic() < deadline, json.dumps(fax, indent=1)[:3000]
-        time.sleep(0.05)
 
 
 def _calls(fleet: Fleet, number: str) -> list[dict]:
