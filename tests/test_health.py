@@ -154,3 +154,13 @@ def test_fleet_view_and_cli_show_processes_and_leases(fleet: Fleet) -> None:
     assert "processes alive:" in result.output and "dispatcher 1" in result.output
     assert "health: ok" in result.output
     assert "held / leased" in result.output
+
+
+def test_a_redis_that_does_not_answer_is_reported() -> None:
+    from faxfleet.health import snapshot
+    from faxfleet.redis_server import free_port
+
+    snap = snapshot(redis.Redis(port=free_port(), socket_connect_timeout=1))
+    assert snap.redis_error
+    verdict = assess(snap)
+    assert not verdict.ok and verdict.problems[0].startswith("redis unreachable")
