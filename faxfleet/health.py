@@ -7,7 +7,8 @@ one from Redis. The fleet is unhealthy when any of these holds:
 * Redis cannot be reached (nothing can be stored, placed or sent);
 * no site publishes its state with a line in service;
 * a process kind the fleet needs has no live process (no dispatcher: nothing is placed;
-  no timer loop: no retry is started; no renderer: nothing is rendered);
+  no timer loop: no retry is started; no renderer: nothing is rendered; a home site
+  without an event worker: its faxes do not move; without a notifier: nobody hears);
 * the dispatcher's last pass is too old to trust (it stopped);
 * faxes wait past their priority promise while lines are free;
 * a site holds more faxes than it has lines in service (slots held by nobody).
@@ -46,6 +47,7 @@ class Snapshot(BaseModel):
     sites: list[SiteHealth] = Field(default_factory=list)
     processes: dict[str, int] = Field(default_factory=dict)
     dispatch: DispatchSummary | None = None
+    home_sites: list[str] = Field(default_factory=list)
 
 
 class Health(BaseModel):
@@ -63,6 +65,10 @@ def assess(snap: Snapshot) -> Health:
     for kind in REQUIRED:
         if snap.processes.get(kind, 0) == 0:
             problems.append(f"no live {kind} process")
+    for home in snap.home_sites:
+        for kind in ("events", "notify"):
+            if snap.processes.get(f"{kind}.{home}", 0) == 0:
+                problems.append(f"no live {kind} worker for home site {home}")
     d = snap.dispatch
     if d is None or (snap.at - d.at).total_seconds() > SUMMARY_STALE_SECONDS:
         problems.append("the dispatcher has not completed a pass recently")
@@ -104,6 +110,7 @@ def snapshot(r: redis.Redis) -> Snapshot:
             sites=sorted(sites, key=lambda s: s.name),
             processes=heartbeat.alive(r),
             dispatch=DispatchSummary.model_validate_json(raw) if raw else None,
+            home_sites=sorted(h.decode() for h in r.smembers(keys.HOME_SITES)),
         )
     except redis.RedisError as exc:
         return Snapshot(at=at, redis_error=str(exc) or type(exc).__name__)

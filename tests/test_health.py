@@ -26,7 +26,7 @@ def healthy(**changes: object) -> Snapshot:
     snap = Snapshot(
         at=at,
         sites=[SiteHealth(name="paris", lines_up=2, busy=1, held=1, leased=1)],
-        processes={kind: 1 for kind in REQUIRED} | {"api": 2},
+        processes={kind: 1 for kind in REQUIRED} | {"api": 2, "notify.paris": 1},
         dispatch=DispatchSummary(at=at, waiting={5: 3}, overdue=0, free_lines=1),
     )
     return snap.model_copy(update=changes)
@@ -44,6 +44,7 @@ def test_a_fleet_that_can_send_is_healthy() -> None:
         ({"sites": []}, "no site reachable"),
         ({"sites": [SiteHealth(name="paris", lines_up=0, busy=0, held=0, leased=0)]}, "no site"),
         ({"processes": {"timers": 1, "router": 1, "render": 1}}, "no live dispatcher"),
+        ({"home_sites": ["paris"]}, "no live events worker for home site paris"),
         ({"dispatch": None}, "dispatcher has not completed a pass"),
         (
             {"dispatch": lambda: DispatchSummary(at=now() - timedelta(seconds=60), free_lines=1)},
