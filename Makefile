@@ -30,10 +30,11 @@ lint: venv
 	$(BIN)/lint-imports
 
 # The fault suite, long: processes killed, Redis restarted, sites frozen and cut while
-# faxes flow, for FAXFLEET_FAULT_SECONDS (600); `make test` runs an 80 s version.
+# faxes flow, for FAXFLEET_FAULT_SECONDS (600), on one Redis and on a Sentinel group
+# (masters killed and failed over); `make test` runs an 80 s version on one Redis.
 faults: system venv
-	FAXFLEET_FAULT_SECONDS=$${FAXFLEET_FAULT_SECONDS:-600} $(BIN)/python -m pytest \
-		-p no:cacheprovider -s -m faults tests/test_faults.py
+	FAXFLEET_FAULT_SECONDS=$${FAXFLEET_FAULT_SECONDS:-600} FAXFLEET_FAULT_SENTINEL=1 \
+		$(BIN)/python -m pytest -p no:cacheprovider -s -m faults tests/test_faults.py
 
 bench: system venv
 	$(BIN)/python bench/submit_bench.py

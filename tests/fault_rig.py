@@ -34,16 +34,33 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 from aiosmtpd.controller import Controller
 
 from faxfleet import keys
 from faxfleet.client import FaxClient, FaxError
 from faxfleet.fleet import Fleet, SiteSpec
+from faxfleet.redis_conn import connect_url
+from faxfleet.redis_sentinel import SentinelGroup
 from faxfleet.redis_server import RedisServer, free_port
 from tests.conftest import FAST_FLEET_ENV, _Inbox, paged_text
 
 FINAL = {"done", "failed", "cancelled", "outcome_uncertain"}
+
+SENTINEL_FAULT_KINDS = (
+    "kill:api",
+    "kill:dispatcher",
+    "kill:timers",
+    "kill:routing",
+    "kill:render",
+    "kill:events",
+    "kill:notify",
+    "kill:site",
+    "redis:failover",
+    "pause:site",
+    "cut:site",
+)
+"""On a Sentinel group: the Redis faults are a master SIGKILLed and failed over (the old
+master rejoins as a replica once the new one is up)."""
 
 FAULT_KINDS = (
     "kill:api",
@@ -134,7 +151,10 @@ class FaultRun:
         rate: float = 1.5,
         replicas: int = 2,
         seed: int | None = None,
+        sentinel: bool = False,
     ) -> None:
+        self.sentinel = sentinel
+        self.kinds = SENTINEL_FAULT_KINDS if sentinel else FAULT_KINDS
         self.tmp = tmp
         self.seconds = seconds
         self.every = every
@@ -150,21 +170,33 @@ class FaultRun:
     # -- set-up ------------------------------------------------------------------------
 
     def __enter__(self) -> FaultRun:
-        # appendfsync always: a SIGKILL of Redis loses no acknowledged write (with the
-        # product's default, everysec, it may lose the last second: docs/reliability.md).
-        self.redis = RedisServer(self.tmp / "redis", appendfsync="always").start()
+        # One Redis with appendfsync always: a SIGKILL loses no acknowledged write (with
+        # the product's default, everysec, it may lose the last second). On Sentinel, a
+        # fax is answered 201 once a replica holds it (docs/reliability.md).
+        if self.sentinel:
+            self.group = SentinelGroup(self.tmp / "sentinel").start()
+            url = self.group.url
+        else:
+            self.redis = RedisServer(self.tmp / "redis", appendfsync="always").start()
+            url = self.redis.url
         self.inbox = _Inbox()
         self.smtp_port = free_port()
         self.smtp = Controller(self.inbox, hostname="127.0.0.1", port=self.smtp_port)
         self.smtp.start()
         env = {
             **FAST_FLEET_ENV,
-            "FAXFLEET_REDIS_URL": self.redis.url,
+            "FAXFLEET_REDIS_URL": url,
             "FAXFLEET_SMTP_PORT": str(self.smtp_port),
             "FAXFLEET_KILL_AFTER_SECONDS": "7200",
             "FAXFLEET_MAX_TRIES": "5",
             "FAXFLEET_SPOOL_DIR": str(self.tmp / "spool"),
         }
+        if self.sentinel:  # outlast a failover (about 2.3 s), as tests/test_sentinel.py
+            env |= {
+                "FAXFLEET_STUCK_AFTER_SECONDS": "7500",
+                "FAXFLEET_LOAD_TTL": "8",
+                "FAXFLEET_MAX_DIALS": "12",
+            }
         self.fleet = Fleet(
             [SiteSpec("paris", 3), SiteSpec("newyork", 2)],
             env,
@@ -175,7 +207,7 @@ class FaultRun:
         self.fleet.env["FAXFLEET_API_URLS"] = ",".join(self.fleet.api_urls)
         self.fleet.start()
         self.fleet.wait_ready(timeout=180)
-        self.r = redis.Redis.from_url(self.redis.url, socket_timeout=5)
+        self.r = connect_url(url, socket_timeout=5)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -183,7 +215,10 @@ class FaultRun:
         try:
             self.fleet.stop()
         finally:
-            self.redis.stop()
+            if self.sentinel:
+                self.group.stop()
+            else:
+                self.redis.stop()
             self.smtp.stop()
 
     # -- the stream of faxes -------------------------------------------------------------
@@ -236,6 +271,11 @@ class FaultRun:
             name = self.rng.choice(self._services(target))
             self.fleet.kill(name)
             return Fault(kind, name, at)
+        if what == "redis" and target == "failover":
+            old = self.group.kill_master()
+            new = self.group.wait_for_promotion(old.address)
+            self.group.rejoin(old)
+            return Fault(kind, f"{old.address[1]} -> {new[1]}", at)
         if what == "redis":
             self.redis.restart(kill=target == "kill", down=1.0)
             return Fault(kind, "redis", at)
@@ -263,7 +303,7 @@ class FaultRun:
             self.fleet.start_service(self.fleet.spec(name))
 
     def _injector(self) -> None:
-        kinds = list(FAULT_KINDS)
+        kinds = list(self.kinds)
         start = self.rng.randrange(len(kinds))
         i = 0
         while not self._stop.wait(self.every):
