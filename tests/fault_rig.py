@@ -58,6 +58,7 @@ SENTINEL_FAULT_KINDS = (
     "redis:failover",
     "pause:site",
     "cut:site",
+    "modem:stop",
 )
 """On a Sentinel group: the Redis faults are a master SIGKILLed and failed over (the old
 master rejoins as a replica once the new one is up)."""
@@ -75,6 +76,7 @@ FAULT_KINDS = (
     "redis:kill",
     "pause:site",
     "cut:site",
+    "modem:stop",
 )
 
 
@@ -271,6 +273,15 @@ class FaultRun:
             name = self.rng.choice(self._services(target))
             self.fleet.kill(name)
             return Fault(kind, name, at)
+        if what == "modem":
+            # The modem of whichever paris line dials the next paris fax dies as it dials
+            # (it stays dead until its site worker is restarted).
+            n = self._n + 1
+            while n % 3 == 2:
+                n += 1
+            number = self._number(n)
+            self.r.rpush(keys.sim_script(number), "silent")
+            return Fault(kind, number, at)
         if what == "redis" and target == "failover":
             old = self.group.kill_master()
             new = self.group.wait_for_promotion(old.address)

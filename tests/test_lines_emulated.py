@@ -136,6 +136,20 @@ def test_dial_failures_come_from_the_exchange(
     assert line.send(_call(), PAGES, Hooks()).ok
 
 
+def test_a_modem_that_dies_takes_its_line_out_of_service(
+    line: EmulatedLine, r: redis.Redis
+) -> None:
+    """``silent`` (``silent:S[:dead]``): the line's own modem stops answering AT commands
+    as it dials, as a hung, unplugged or unpowered modem does."""
+    _script(r, "silent")
+    first = line.send(_call(), PAGES, Hooks())
+    assert not first.ok and not first.connected and first.pages_confirmed == 0
+    second = line.send(_call(), PAGES, Hooks())
+    assert second.cause is Cause.MODEM_NOT_RESPONDING
+    assert line.broken is not None  # the pool keeps it out of service until a probe works
+    assert _records(r) == []
+
+
 def test_a_voice_answer_is_not_a_fax(line: EmulatedLine, r: redis.Redis) -> None:
     _script(r, "not_a_fax")
     report = line.send(_call(), PAGES, Hooks())

@@ -388,12 +388,14 @@ class EmulatedLine:
         kind, _, arg = outcome.partition(":")
         digits = re.sub(r"[^0-9*#]", "", call.dial_string)
         faults = Faults(**vars(_FAULTS[kind])) if kind in _FAULTS else Faults()
+        if kind == "silent":  # this line's own modem stops answering as it dials
+            faults = Faults.parse(f"silent:{arg or '3600:dead'}")
         plan = Plan(call, kind, arg, faults)
         switch = self.pair.switch
         with switch.cond:
             switch.faults[digits] = faults
         try:
-            answers = kind not in _FAULTS
+            answers = kind not in _FAULTS and kind != "silent"
             if answers:
                 self.far_end.expect(plan)
             report = self.modem_line.send(call, pages, hooks)
