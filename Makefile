@@ -31,7 +31,7 @@ lint: venv
 
 # The fault suite, long: processes killed, Redis restarted, sites frozen and cut while
 # faxes flow, for FAXFLEET_FAULT_SECONDS (600), on one Redis and on a Sentinel group
-# (masters killed and failed over); `make test` runs an 80 s version on one Redis.
+# (masters killed and failed over); `make test` runs a 90 s version on one Redis.
 faults: system venv
 	FAXFLEET_FAULT_SECONDS=$${FAXFLEET_FAULT_SECONDS:-600} FAXFLEET_FAULT_SENTINEL=1 \
 		$(BIN)/python -m pytest -p no:cacheprovider -s -m faults tests/test_faults.py

@@ -24,7 +24,7 @@ over) in ``make faults``: the failover itself is drilled in tests/test_sentinel.
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("redis_kind", REDIS_KINDS)
 def test_no_fax_lost_sent_twice_stuck_or_leaked_under_faults(tmp_path, redis_kind) -> None:
-    seconds = float(os.environ.get("FAXFLEET_FAULT_SECONDS", "80"))
+    seconds = float(os.environ.get("FAXFLEET_FAULT_SECONDS", "90"))
     every = float(os.environ.get("FAXFLEET_FAULT_EVERY", "6"))
     sentinel = redis_kind == "sentinel"
     with FaultRun(tmp_path, seconds=seconds, every=every, sentinel=sentinel) as run:
