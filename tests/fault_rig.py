@@ -114,6 +114,9 @@ class Report:
     notified_twice: list[str] = field(default_factory=list)
     not_notified: list[str] = field(default_factory=list)
     restarts: Counter[str] = field(default_factory=Counter)
+    inversions: int = 0
+    """Hand-outs of a fax while a more urgent one had been waiting (faxes placed once)."""
+    placements: int = 0
     recovery: dict[str, float] = field(default_factory=dict)
     """Per fault kind, the longest time from the fault to the next fax submitted after it
     reaching ``done``."""
@@ -130,6 +133,7 @@ class Report:
             f"{len(self.sent_twice)}, done but not received {len(self.done_not_received)}, "
             f"uncertain {self.states.get('outcome_uncertain', 0)}",
             f"leaked slots {self.leaked_slots}, leases left {self.leases_left}",
+            f"priority inversions {self.inversions} among {self.placements} faxes placed once",
             f"notifications: a state notified twice {len(self.notified_twice)}, a final "
             f"state never notified {len(self.not_notified)}",
             "restarts by the supervisor: "
@@ -411,6 +415,7 @@ class FaultRun:
             rep.leaked_slots += int(self.r.hlen(key))
         rep.leases_left = sum(1 for _ in self.r.scan_iter(match=keys.lease("*")))
         self._check_notifications(rep, faxes)
+        self._check_priority(rep, faxes)
         for fault in self.faults:
             after = [
                 done_at[a.id] - fault.at
@@ -420,6 +425,28 @@ class FaultRun:
             if after:
                 rep.recovery[fault.kind] = max(rep.recovery.get(fault.kind, 0.0), min(after))
         return rep
+
+    @staticmethod
+    def _check_priority(rep: Report, faxes: dict[str, dict[str, Any]]) -> None:
+        """Count hand-outs (``queued``) of a fax while a more urgent fax had been waiting
+        for a line (``routing``) for more than a dispatch pass, among faxes waited for and
+        placed exactly once (a fax routed again after a fault is left out: its wait
+        restarted)."""
+        placed = []
+        for fax in faxes.values():
+            history = fax.get("history", [])
+            waits = [_at(h) for h in history if h["to_state"] == "routing"]
+            hands = [_at(h) for h in history if h["to_state"] == "queued"]
+            if len(waits) == 1 and len(hands) == 1:
+                placed.append((fax["priority"], waits[0], hands[0]))
+        rep.placements = len(placed)
+        slack = 0.25  # a dispatch pass and the route order's trip to the waiting set
+        for prio, _waited, handed in placed:
+            rep.inversions += sum(
+                1
+                for other, other_waited, other_handed in placed
+                if other > prio and other_waited + slack < handed < other_handed
+            )
 
     def _check_notifications(self, rep: Report, faxes: dict[str, dict[str, Any]]) -> None:
         by_fax: dict[str, Counter[str]] = defaultdict(Counter)
@@ -454,6 +481,12 @@ def _describe(fax: dict[str, Any]) -> str:
         for h in fax.get("history", [])[-8:]
     )
     return f"{fax.get('id')}: {rcpts} -- {history}"
+
+
+def _at(transition: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(transition["at"]).timestamp()
 
 
 def _subject_state(words: str) -> str:
