@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     are delivered once per settled state."""
 
     # --- this node ---------------------------------------------------------------------
+    node_name: str | None = None
+    """This machine's name in worker ids (default: its host name). A site worker proves
+    an earlier worker of its site dead only on the same node (its process is gone), so
+    give a node a stable name where host names change (containers)."""
     site: str = "paris"
     """The site this node belongs to (its home site for submissions made through it)."""
     lines: int = 4

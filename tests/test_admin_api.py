@@ -79,8 +79,11 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
         if proc.poll() is not None:
             raise RuntimeError(f"{url} exited:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
+            # The public API's readiness is /readyz (its /healthz is the fleet's, and
+            # there is no fleet here); the routing admin's is /healthz.
+            for path in ("/readyz", "/healthz"):
+                if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
+                    return
         except httpx.HTTPError:
             pass
         time.sleep(0.05)

@@ -58,7 +58,8 @@ from workers.render.header import header_text, stamp_header
 rt = runtime(f"site-{get_settings().site}")
 log, settings, app = rt.log, rt.settings, rt.app
 STARTED_AT = int(time.time())
-WORKER_ID = f"{settings.site}@{socket.gethostname()}:{os.getpid()}:{STARTED_AT}"
+NODE = settings.node_name or socket.gethostname()
+WORKER_ID = f"{settings.site}@{NODE}:{os.getpid()}:{STARTED_AT}"
 """Unique per process start: an attempt claim names the process that made the call."""
 stats = LineStats()
 
@@ -284,7 +285,7 @@ def _predecessor_dead(holder: str) -> bool:
         pid, start = int(pid_text), int(started)
     except ValueError:
         return False
-    if holder == WORKER_ID or name != f"{settings.site}@{socket.gethostname()}":
+    if holder == WORKER_ID or name != f"{settings.site}@{NODE}":
         return False
     if start > STARTED_AT:
         return False  # a later process than this one
