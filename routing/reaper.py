@@ -95,6 +95,11 @@ class Reaper:
         self.interval = interval
         self._last = 0.0
         self._live: dict[str, str] = {}
+        self._gone_since: dict[str, float] = {}
+        self.grace = 2.0
+        """Seconds a site must have stopped publishing before the calls it holds are
+        taken for lost: a status key missing for a moment (a Redis failover that had
+        not replicated it) is not a dead site."""
         self._give_back = r.register_script(_GIVE_BACK)
         self._lease_lost = r.register_script(_LEASE_LOST)
 
@@ -111,6 +116,9 @@ class Reaper:
         """``live``: each site publishing its state, with the worker that publishes it."""
         self._last = time.monotonic()
         done = Reaped()
+        for site in list(self._gone_since):
+            if site in live:
+                del self._gone_since[site]
         for key in self.r.scan_iter(match=keys.site_inflight("*"), count=1000):
             site = key.decode().rsplit(":", 1)[1]
             records = self.r.hgetall(key)
@@ -138,6 +146,10 @@ class Reaper:
                     self.log.error("unreadable in-flight record dropped", site=site, error=str(exc))
                     continue
                 if claimed:
+                    if site not in live:
+                        gone = self._gone_since.setdefault(site, time.monotonic())
+                        if time.monotonic() - gone < self.grace:
+                            continue
                     done.leases_lost += self._lost(key, site, attempt, rec)
                 elif site not in live:
                     done.given_back += self._back(key, site, attempt, rec, "went down")

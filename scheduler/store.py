@@ -356,6 +356,14 @@ class JobStore:
         for k in (job_key(job_id), log_key(job_id), keys.pages(job_id)):
             pipe.expire(k, self.retention)
 
+    def confirm(self) -> None:
+        """Raise :class:`~faxfleet.redis_conn.NotReplicated` unless the replicas the
+        settings ask for (``min_replicas_ack``: 1 with Sentinel, 0 with one Redis) hold
+        every change made so far. A change a failover would lose is then made again by
+        whoever made it (the event worker retries the event) instead of vanishing."""
+        settings = get_settings()
+        wait_for_replicas(self.r, settings.min_replicas_ack, settings.redis_replica_ack_timeout_ms)
+
     # -- timers -------------------------------------------------------------------------
 
     def due(self, key: str, until: float, limit: int = 100) -> list[str]:

@@ -40,6 +40,7 @@ from faxfleet.messages import (
     Routed,
     Unroutable,
 )
+from faxfleet.redis_conn import NotReplicated
 from faxfleet.runtime import runtime
 from scheduler import inbound, lifecycle, notify
 from scheduler.lifecycle import Changed, Effect, Lifecycle, Notify, Render, Route
@@ -199,6 +200,12 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
         case AttemptResult():
             handler = lambda d: m.on_result(d, ev)  # noqa: E731
     apply(ev.job_id, handler, self)
+    try:
+        store().confirm()
+    except NotReplicated as exc:
+        # Acknowledged only once a replica holds the change: a failover must not undo a
+        # result. Applied again, the event changes nothing if the change survived.
+        raise self.retry(exc=exc, countdown=0.5, max_retries=60) from exc
 
 
 def _retry_or_abandon(

@@ -33,6 +33,7 @@ def dispatcher(url: str, claim_seconds: float = 30.0) -> Dispatcher:
     rt.settings.dispatch_claim_seconds = claim_seconds
     d = Dispatcher(rt)
     d.reaper.interval = 0.0
+    d.reaper.grace = 0.0
     return d
 
 
