@@ -78,6 +78,11 @@ def make_celery(name: str, settings: Settings | None = None) -> Celery:
         "priority_steps": list(range(10)),
         "queue_order_strategy": "priority",
         "visibility_timeout": s.visibility_timeout,
+        # kombu waits forever by default on a connection whose peer vanished without
+        # closing it (a link that drops packets, a failover): a publish in the middle of
+        # a call would hang the call. 10 s is well above BRPOP's 1 s.
+        "socket_timeout": 10.0,
+        "socket_connect_timeout": 5.0,
     }
     sentinel: dict[str, Any] = {}
     if is_sentinel_url(broker):
