@@ -94,7 +94,7 @@ def snapshot(r: redis.Redis) -> Snapshot:
         sites = []
         for st in statuses:
             attempts = [a.decode() for a in r.hkeys(keys.site_inflight(st.name))]
-            leased = sum(r.exists(keys.lease(a)) for a in attempts) if attempts else 0
+            leased = int(r.exists(*(keys.lease(a) for a in attempts))) if attempts else 0
             sites.append(
                 SiteHealth(
                     name=st.name,

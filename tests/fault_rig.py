@@ -46,7 +46,7 @@ from tests.conftest import FAST_FLEET_ENV, _Inbox, paged_text
 
 FINAL = {"done", "failed", "cancelled", "outcome_uncertain"}
 
-SENTINEL_FAULT_KINDS = (
+_PROCESS_AND_SITE_FAULTS = (
     "kill:api",
     "kill:dispatcher",
     "kill:timers",
@@ -55,29 +55,17 @@ SENTINEL_FAULT_KINDS = (
     "kill:events",
     "kill:notify",
     "kill:site",
-    "redis:failover",
     "pause:site",
     "cut:site",
     "modem:stop",
 )
+
+FAULT_KINDS = (*_PROCESS_AND_SITE_FAULTS, "redis:restart", "redis:kill")
+"""On one Redis: restarted by SIGTERM, and killed (SIGKILL), each time back on its AOF."""
+
+SENTINEL_FAULT_KINDS = (*_PROCESS_AND_SITE_FAULTS, "redis:failover")
 """On a Sentinel group: the Redis faults are a master SIGKILLed and failed over (the old
 master rejoins as a replica once the new one is up)."""
-
-FAULT_KINDS = (
-    "kill:api",
-    "kill:dispatcher",
-    "kill:timers",
-    "kill:routing",
-    "kill:render",
-    "kill:events",
-    "kill:notify",
-    "kill:site",
-    "redis:restart",
-    "redis:kill",
-    "pause:site",
-    "cut:site",
-    "modem:stop",
-)
 
 
 @dataclass
