@@ -17,9 +17,11 @@ demo: system venv
 demo-line: system venv
 	$(BIN)/faxfleet demo-line
 
+# Two pytest workers: the software-line calls on one, the fleets on the other, the rest
+# shared out (tests/conftest.py says why).
 test: system venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup
 
 test-fast: venv
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not fleet"

@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     notify_max_attempts: int = 8
     notify_backoff_seconds: float = 5.0
     notify_timeout_seconds: float = 10.0
+    notify_redeliver_seconds: float = Field(60.0, gt=0)
+    """A notification not delivered this long after it was queued is queued again (its
+    message may have been lost with a killed worker), the wait doubling each time; real
+    seconds, not scaled (scheduler/outbox.py)."""
 
     # --- rendering -----------------------------------------------------------------------
     cover_template_dir: str | None = None

@@ -117,7 +117,7 @@ class Supervisor:
         env = {**os.environ, **self.env, **spec.env, "PYTHONUNBUFFERED": "1"}
         with open(path, "ab") as out:  # the child keeps its own descriptor
             proc = subprocess.Popen(
-                [sys.executable, *spec.argv],
+                [*spec.exec_via, sys.executable, *spec.argv],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

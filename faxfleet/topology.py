@@ -37,6 +37,9 @@ class ServiceSpec:
     kind: str = ""
     port: int | None = None
     node: str | None = None
+    exec_via: list[str] = field(default_factory=list)
+    """A command that runs the process and then execs it, e.g. ``ip netns exec NAME`` to
+    give a site a network of its own (the pid stays the process's own)."""
 
 
 LINE_SLOTS = 32

@@ -28,6 +28,7 @@ from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
     EventEnvelope,
+    FaxStatus,
     HolderDead,
     InboundNotifyOrder,
     InboundReceived,
@@ -42,7 +43,7 @@ from faxfleet.messages import (
 )
 from faxfleet.redis_conn import NotReplicated
 from faxfleet.runtime import runtime
-from scheduler import inbound, lifecycle, notify
+from scheduler import inbound, lifecycle, notify, outbox
 from scheduler.lifecycle import Changed, Effect, Lifecycle, Notify, Render, Route
 from scheduler.store import Draft, JobStore, UnknownJob
 
@@ -139,25 +140,74 @@ def delivered_key(job_id: str, settled: JobState, channel: str) -> str:
     return f"ff:notified:{job_id}:{settled.value}:{channel}"
 
 
+def _targets(fax: FaxStatus) -> list[tuple[str, str]]:
+    channels = [("email", fax.notify.email), ("webhook", fax.notify.callback_url)]
+    return [(channel, target) for channel, target in channels if target]
+
+
+def _send_notification(fax: FaxStatus, channel: str, target: str) -> None:
+    order = NotifyOrder(job_id=fax.id, home_site=fax.home_site, channel=channel, target=target)
+    names.send(
+        app,
+        names.NOTIFY_TASK,
+        "order",
+        order,
+        names.notify_queue(fax.home_site),
+        names.EVENT_PRIORITY,
+    )
+
+
 def _queue_notifications(job_id: str, settled: JobState) -> None:
-    """Queue each requested notification once per settled state, at the fax's home site."""
+    """Queue each requested notification once per settled state, at the fax's home site.
+
+    Each goes into the outbox (``scheduler/outbox.py``) before its message is sent, and
+    before the once-only mark is set: a process dying anywhere in here leaves either the
+    event to be applied again or an outbox entry that queues it again."""
     fax = store().get(job_id)
+    targets = _targets(fax)
+    for channel, _ in targets:
+        outbox.watch(
+            store().r,
+            outbox.entry(job_id, settled, channel),
+            settings.notify_redeliver_seconds,
+            only_new=True,
+        )
     key = notified_key(job_id, settled)
     if not store().r.set(key, "1", nx=True, ex=settings.retention_seconds):
         return
-    targets = [("email", fax.notify.email), ("webhook", fax.notify.callback_url)]
     for channel, target in targets:
-        if not target:
-            continue
-        order = NotifyOrder(job_id=job_id, home_site=fax.home_site, channel=channel, target=target)
-        names.send(
-            app,
-            names.NOTIFY_TASK,
-            "order",
-            order,
-            names.notify_queue(fax.home_site),
-            names.EVENT_PRIORITY,
-        )
+        _send_notification(fax, channel, target)
+
+
+def redeliver(member: str) -> None:
+    """An outbox entry fell due: queue its notification again unless it is moot."""
+    job_id, settled, channel = outbox.parse(member)
+    r = store().r
+    if r.get(delivered_key(job_id, settled, channel)) == b"sent":
+        return outbox.settle(r, member)
+    try:
+        fax = store().get(job_id)
+    except UnknownJob:
+        return outbox.settle(r, member)
+    target = dict(_targets(fax)).get(channel)
+    if fax.state != settled or target is None:  # moved on: the new state has its own entry
+        return outbox.settle(r, member)
+    times = outbox.requeued(r, member)
+    if times > settings.notify_max_attempts:
+        outbox.settle(r, member)
+        reason = f"{channel} notification to {target} lost {times - 1} times; given up"
+        log.error("notification given up", job=job_id, channel=channel, error=reason)
+        store().update(job_id, lambda d: d.note(reason, site=settings.site))
+        return
+    log.warning(
+        "notification not delivered in time, queued again",
+        job=job_id,
+        channel=channel,
+        state=settled.value,
+        times=times,
+    )
+    outbox.watch(r, member, settings.notify_redeliver_seconds * 2**times)
+    _send_notification(fax, channel, target)
 
 
 def apply(
@@ -208,6 +258,10 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
         raise self.retry(exc=exc, countdown=0.5, max_retries=60) from exc
 
 
+def _backoff(attempt: int) -> float:
+    return settings.scaled(settings.notify_backoff_seconds) * (2 ** (attempt - 1))
+
+
 def _retry_or_abandon(
     task: Task, exc: notify.NotifyError, channel: str, target: str, **about: str
 ) -> str:
@@ -216,7 +270,7 @@ def _retry_or_abandon(
     return why it is abandoned. ``about`` names the fax in the logs."""
     attempt = task.request.retries + 1
     if exc.retryable and attempt < settings.notify_max_attempts:
-        delay = settings.scaled(settings.notify_backoff_seconds) * (2 ** (attempt - 1))
+        delay = _backoff(attempt)
         log.warning(
             "notification failed, will retry",
             site=settings.site,
@@ -254,28 +308,37 @@ def deliver(self: Task, order: dict[str, Any]) -> None:
     if fax.state not in SETTLED_STATES:
         log.info("notification superseded", job=o.job_id, state=fax.state.value)
         return
+    r = store().r
     key = delivered_key(o.job_id, fax.state, o.channel)
+    member = outbox.entry(o.job_id, fax.state, o.channel)
     claim_seconds = max(int(settings.notify_timeout_seconds * 6), 30)
-    if not store().r.set(key, "sending", nx=True, ex=claim_seconds):
-        if store().r.get(key) == b"sent":
+    if not r.set(key, "sending", nx=True, ex=claim_seconds):
+        if r.get(key) == b"sent":
+            outbox.settle(r, member)
             log.info("already notified", job=o.job_id, channel=o.channel, state=fax.state.value)
             return
         # Another delivery of the same outcome is under way: look again once it is over.
-        raise self.retry(countdown=max(store().r.ttl(key), 1))
+        raise self.retry(countdown=max(r.ttl(key), 1))
     try:
         if o.channel == "email":
             notify.send_email(settings, o.target, fax, site)
         else:
             notify.post_callback(settings, o.target, fax, site)
     except notify.NotifyError as exc:
-        store().r.delete(key)
+        r.delete(key)
+        # A retry keeps the outbox entry, due once the backoff is over; an abandoned one
+        # (raised nothing) is settled.
+        after = _backoff(self.request.retries + 1) + settings.notify_redeliver_seconds
+        outbox.watch(r, member, after)
         reason = _retry_or_abandon(self, exc, o.channel, o.target, job=o.job_id)
+        outbox.settle(r, member)
         store().update(o.job_id, lambda d: d.note(reason, site=site))
         return
     except BaseException:
-        store().r.delete(key)
+        r.delete(key)
         raise
-    store().r.set(key, "sent", ex=settings.retention_seconds)
+    r.set(key, "sent", ex=settings.retention_seconds)
+    outbox.settle(r, member)
     log.info(
         "notified",
         job=o.job_id,

@@ -1,4 +1,5 @@
-"""The timer loop: starts due retries and send-afters, and catches stuck recipients.
+"""The timer loop: starts due retries and send-afters, catches stuck recipients, and
+queues again notifications whose message was lost (``scheduler/outbox.py``).
 
 Any number of these may run (one per site is usual): each due entry is taken with an
 atomic ZREM, so exactly one loop acts on it. Run: ``python -m scheduler.timers``.
@@ -12,7 +13,7 @@ import time
 
 from faxfleet import heartbeat
 from faxfleet.log import get_logger
-from scheduler import tasks
+from scheduler import outbox, tasks
 from scheduler.store import TIMERS, WATCH
 
 log = get_logger("faxfleet.timers")
@@ -46,6 +47,11 @@ def tick(limit: int = 200) -> int:
         job_id, index = _split(member)
         log.warning("no progress in time", job=job_id, recipient=index)
         tasks.apply(job_id, lambda d, i=index: machine.on_watch_expired(d, i))
+    for member in store.due(outbox.OUTBOX, now, limit):
+        if not outbox.take(store.r, member, tasks.settings.notify_redeliver_seconds):
+            continue
+        taken += 1
+        tasks.redeliver(member)
     return taken
 
 

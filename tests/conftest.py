@@ -152,6 +152,7 @@ FAST_FLEET_ENV = {
     # Leases in real seconds: a dead worker's call is picked up again within ~2 s.
     "FAXFLEET_LEASE_SECONDS": "1.5",
     "FAXFLEET_DISPATCH_CLAIM_SECONDS": "5",
+    "FAXFLEET_NOTIFY_REDELIVER_SECONDS": "5",
     "FAXFLEET_RENDER_STUCK_AFTER_SECONDS": "20",
     "FAXFLEET_MAX_DIALS": "4",
     "FAXFLEET_MAX_TRIES": "3",
@@ -191,3 +192,32 @@ def running_fleet(
 def paged_text(pages: int) -> bytes:
     """A plain-text document of ``pages`` pages (form feeds break pages)."""
     return b"\f".join(f"page {i}".encode() for i in range(1, pages + 1))
+
+
+# -- parallel runs ----------------------------------------------------------------------------
+
+LINE_FILES = frozenset(
+    {
+        "test_at_port.py",
+        "test_class1_iaxmodem.py",
+        "test_class1_primitives.py",
+        "test_class2_hylafax.py",
+        "test_realline_fleet.py",
+        "test_session_realline.py",
+        "test_softline.py",
+    }
+)
+"""Test files that run software fax lines (iaxmodem, efax, HylaFAX): real-time calls."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``): every
+    software-line test runs on one worker, one call at a time, as the calls are real time
+    and HylaFAX's tools share system paths; every fleet test runs on the other, one fleet
+    at a time, so the fleets' timing is what it is on a quiet machine; the rest is
+    shared out between them."""
+    for item in items:
+        if item.get_closest_marker("realline") or item.path.name in LINE_FILES:
+            item.add_marker(pytest.mark.xdist_group("line"))
+        elif item.get_closest_marker("fleet"):
+            item.add_marker(pytest.mark.xdist_group("fleet"))

@@ -46,6 +46,14 @@ from tests.conftest import FAST_FLEET_ENV, _Inbox, paged_text
 
 FINAL = {"done", "failed", "cancelled", "outcome_uncertain"}
 
+NOTIFY_WAIT_SECONDS = 60.0
+"""How long a final state's mail may take after the fax settled: the outbox queues a lost
+notification again 5 s after it was queued, then 10 s after that, and so on."""
+
+SLOT_DRAIN_SECONDS = 20.0
+"""How long slots may outlive the last fax becoming final: a worker killed between
+reporting and freeing leaves its slot to the lease (1.5 s here) and the next reaper pass."""
+
 _PROCESS_AND_SITE_FAULTS = (
     "kill:api",
     "kill:dispatcher",
@@ -399,9 +407,7 @@ class FaultRun:
                         + _describe(fax)
                     )
                 done_at[a.id] = _done_time(fax)
-        for key in self.r.scan_iter(match=keys.site_inflight("*")):
-            rep.leaked_slots += int(self.r.hlen(key))
-        rep.leases_left = sum(1 for _ in self.r.scan_iter(match=keys.lease("*")))
+        self._check_slots(rep, faxes)
         self._check_notifications(rep, faxes)
         self._check_priority(rep, faxes)
         for fault in self.faults:
@@ -413,6 +419,34 @@ class FaultRun:
             if after:
                 rep.recovery[fault.kind] = max(rep.recovery.get(fault.kind, 0.0), min(after))
         return rep
+
+    def _check_slots(self, rep: Report, faxes: dict[str, dict[str, Any]]) -> None:
+        """In-flight records and leases left once every fax is final. A worker reports a
+        result before it frees the slot, and a slot whose worker died after reporting is
+        freed when its lease lapses; so records get ``SLOT_DRAIN_SECONDS`` to go before
+        they count as leaked, and each leaked one is described."""
+        deadline = time.monotonic() + SLOT_DRAIN_SECONDS
+        while True:
+            left = {
+                key.decode(): self.r.hgetall(key)
+                for key in self.r.scan_iter(match=keys.site_inflight("*"))
+            }
+            leases = list(self.r.scan_iter(match=keys.lease("*")))
+            if (not any(left.values()) and not leases) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        for key, records in left.items():
+            for attempt, raw in records.items():
+                rep.leaked_slots += 1
+                rec = json.loads(raw)
+                fax_id = rec.get("order", {}).get("job_id", "?")
+                fax = faxes.get(fax_id, {})
+                rep.stuck_detail.append(
+                    f"leaked slot {key} {attempt.decode()} claim "
+                    f"{self.r.get(keys.attempt_claim(attempt.decode()))!r}: "
+                    + (_describe(fax) if fax else fax_id)
+                )
+        rep.leases_left = len(leases)
 
     @staticmethod
     def _check_priority(rep: Report, faxes: dict[str, dict[str, Any]]) -> None:
@@ -436,7 +470,8 @@ class FaultRun:
                 if other > prio and other_waited + slack < handed < other_handed
             )
 
-    def _check_notifications(self, rep: Report, faxes: dict[str, dict[str, Any]]) -> None:
+    def _mails(self) -> dict[str, Counter[str]]:
+        """Settled states each fax was notified of, and how often."""
         by_fax: dict[str, Counter[str]] = defaultdict(Counter)
         with self.inbox.cond:
             messages: list[Message] = [m for _, _, m in self.inbox.messages]
@@ -445,6 +480,26 @@ class FaultRun:
             m = re.match(r"Fax (fx_\w+) to [^:]+: ([a-z ]+)", subject)
             if m:
                 by_fax[m.group(1)][m.group(2).strip()] += 1
+        return by_fax
+
+    def _check_notifications(self, rep: Report, faxes: dict[str, dict[str, Any]]) -> None:
+        """Each final state notified exactly once. The last faxes' mails may still be on
+        their way, and one whose message was lost with a killed worker is queued again by
+        the outbox: missing ones get ``NOTIFY_WAIT_SECONDS``."""
+        deadline = time.monotonic() + NOTIFY_WAIT_SECONDS
+        while True:
+            by_fax = self._mails()
+            missing = [
+                i
+                for i, f in faxes.items()
+                if f.get("state") in FINAL
+                and not any(_subject_state(k) == f.get("state") for k in by_fax.get(i, {}))
+            ]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        time.sleep(2.0)  # a copy sent twice would be on its way now
+        by_fax = self._mails()
         for fax_id, fax in faxes.items():
             state = fax.get("state")
             if state not in FINAL:

@@ -39,8 +39,8 @@ def test_no_fax_lost_sent_twice_stuck_or_leaked_under_faults(tmp_path, redis_kin
     assert report.stuck == [], summary
     assert report.sent_twice == [], summary
     assert report.done_not_received == [], summary
-    assert report.leaked_slots == 0
-    assert report.leases_left == 0
+    assert report.leaked_slots == 0, summary
+    assert report.leases_left == 0, summary
     assert report.notified_twice == [], summary
     assert report.not_notified == [], summary
     assert report.states.get("done", 0) > report.faxes // 2

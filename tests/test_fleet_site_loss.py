@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -18,6 +19,8 @@ import redis
 
 from faxfleet import keys
 from faxfleet.fleet import Fleet, SiteSpec
+from faxfleet.topology import ServiceSpec
+from tests import netns_link
 from tests.conftest import SmtpServer, running_fleet
 from tests.fleet_api import submit as _submit
 from tests.fleet_api import wait_fax as _wait
@@ -85,25 +88,45 @@ def test_a_home_site_without_notifiers_is_notified_when_they_return_exactly_once
     assert len(_mails(smtp_server, fax_id)) == 1
 
 
-def test_a_site_cut_off_mid_call_finishes_it_and_reports_when_back(
+def test_a_lost_notification_message_is_queued_again_and_delivered_once(
     fleet: Fleet, api: httpx.Client, smtp_server: SmtpServer
 ) -> None:
-    """Only paris's worker reaches Redis through the relay; cutting it cuts paris off."""
-    url = urlparse(fleet.env["FAXFLEET_REDIS_URL"])
-    link = NetCut(int(url.port or 6379))
+    """The notify message vanishes (as with a worker killed holding it, or a Redis that
+    forgot it): the outbox queues it again and the user gets exactly one mail."""
+    fleet.stop_service("notify-paris")
+    fax_id = _submit(api, "+33142685703", pages=1, email="lost@example.com")
+    _wait(api, fax_id, lambda f: f["state"] == "done")
+    r = redis.Redis.from_url(fleet.env["FAXFLEET_REDIS_URL"])
+    lost = [k for k in r.scan_iter(match="notify.paris*") if r.type(k) == b"list"]
+    assert lost, "the notification should be waiting in the home site's queue"
+    r.delete(*lost)
+    fleet.start_service(fleet.spec("notify-paris"))
+    fleet.wait_ready()
+    smtp_server.inbox.wait_for(lambda m: m["X-Faxfleet-Job"] == fax_id, timeout=60)
+    time.sleep(2.0)
+    assert len(_mails(smtp_server, fax_id)) == 1
+    assert r.zscore("ff:notify:outbox", f"{fax_id}|done|email") is None  # settled
+
+
+def _cut_mid_call(
+    fleet: Fleet,
+    api: httpx.Client,
+    smtp_server: SmtpServer,
+    cut_spec: ServiceSpec,
+    cut: Callable[[], None],
+    restore: Callable[[], None],
+    number: str,
+) -> None:
+    """Run paris's worker as ``cut_spec``, cut it off on page 2 of 10 of a call, and
+    check what the fleet, the far end and the user see, before and after ``restore``."""
     spec = fleet.spec("site-paris")
-    via = f"redis://127.0.0.1:{link.port}{url.path}"
-    direct = fleet.env["FAXFLEET_REDIS_URL"]  # the telephone network is not cut
-    cut_env = {**spec.env, "FAXFLEET_REDIS_URL": via, "FAXFLEET_SIM_NETWORK_REDIS_URL": direct}
-    cut_spec = dataclasses.replace(spec, env=cut_env)
     fleet.stop_service("site-paris")
     fleet.start_service(cut_spec)
     fleet.wait_ready()
     try:
-        number = "+33142685702"
         fax_id = _submit(api, number, pages=10, email="cut@example.com")
         _wait(api, fax_id, lambda f: (f["recipients"][0]["page"] or 0) >= 2)
-        link.cut()
+        cut()
         # The fleet loses sight of the call: uncertain, and the user hears so.
         fax = _wait(api, fax_id, lambda f: f["state"] == "outcome_uncertain", timeout=30)
         assert fax["recipients"][0]["attempt"] == 1
@@ -111,13 +134,13 @@ def test_a_site_cut_off_mid_call_finishes_it_and_reports_when_back(
             lambda m: m["X-Faxfleet-Job"] == fax_id and "uncertain" in m["Subject"], timeout=30
         )
         # Meanwhile the site's line finishes the call: the far end has every page.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not _calls(fleet, number):
             assert time.monotonic() < deadline, "the cut-off site did not finish its call"
             time.sleep(0.2)
         assert _calls(fleet, number)[0]["pages"] == list(range(1, 11))
         time.sleep(1.0)
-        link.restore()
+        restore()
         fax = _wait(api, fax_id, lambda f: f["state"] == "done", timeout=90)
         assert fax["recipients"][0]["attempt"] == 1  # reported, not sent again
         assert len(_calls(fleet, number)) == 1
@@ -128,8 +151,54 @@ def test_a_site_cut_off_mid_call_finishes_it_and_reports_when_back(
         subjects = _mails(smtp_server, fax_id)
         assert len(subjects) == 2, subjects
     finally:
-        link.restore() if link._server is None else None
+        restore()
         fleet.stop_service("site-paris", kill=True)
-        link.close()
         fleet.start_service(spec)
         fleet.wait_ready()
+
+
+def test_a_site_cut_off_mid_call_finishes_it_and_reports_when_back(
+    fleet: Fleet, api: httpx.Client, smtp_server: SmtpServer
+) -> None:
+    """Only paris's worker reaches Redis through the relay; cutting it (every connection
+    closed, new ones refused) cuts paris off."""
+    url = urlparse(fleet.env["FAXFLEET_REDIS_URL"])
+    link = NetCut(int(url.port or 6379))
+    spec = fleet.spec("site-paris")
+    via = f"redis://127.0.0.1:{link.port}{url.path}"
+    direct = fleet.env["FAXFLEET_REDIS_URL"]  # the telephone network is not cut
+    cut_env = {**spec.env, "FAXFLEET_REDIS_URL": via, "FAXFLEET_SIM_NETWORK_REDIS_URL": direct}
+    cut_spec = dataclasses.replace(spec, env=cut_env)
+
+    def restore() -> None:
+        if link._server is None:
+            link.restore()
+
+    try:
+        _cut_mid_call(fleet, api, smtp_server, cut_spec, link.cut, restore, "+33142685702")
+    finally:
+        link.close()
+
+
+def test_a_site_whose_network_goes_down_mid_call_finishes_it_and_reports_when_back(
+    fleet: Fleet, api: httpx.Client, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    """Paris's worker runs in a network namespace of its own and reaches Redis over a
+    veth link; the link is set down mid-call: no connection is closed, packets just stop
+    (tests/netns_link.py). The worker's Redis calls time out instead of failing fast."""
+    reason = netns_link.available()
+    if reason is not None:
+        pytest.skip(reason)
+    url = urlparse(fleet.env["FAXFLEET_REDIS_URL"])
+    link = netns_link.SiteLink(int(url.port or 6379), tmp_path)
+    spec = fleet.spec("site-paris")
+    cut_env = {
+        **spec.env,
+        "FAXFLEET_REDIS_URL": link.redis_url(url.path or "/0"),
+        "FAXFLEET_SIM_NETWORK_REDIS_URL": link.phone_url(int(url.path.strip("/") or 0)),
+    }
+    cut_spec = dataclasses.replace(spec, env=cut_env, exec_via=link.exec_via)
+    try:
+        _cut_mid_call(fleet, api, smtp_server, cut_spec, link.down, link.up, "+33142685704")
+    finally:
+        link.close()
