@@ -21,7 +21,7 @@ demo-line: system venv
 # shared out (tests/conftest.py says why).
 test: system venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2
 
 test-fast: venv
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not fleet"

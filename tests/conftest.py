@@ -16,6 +16,7 @@ from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -209,15 +210,60 @@ LINE_FILES = frozenset(
 )
 """Test files that run software fax lines (iaxmodem, efax, HylaFAX): real-time calls."""
 
+FLEET_FILES = frozenset(
+    {
+        "test_callback_guard_fleet.py",
+        "test_cluster.py",
+        "test_demo.py",
+        "test_faults.py",
+        "test_fleet_e2e.py",
+        "test_fleet_failures.py",
+        "test_fleet_priority.py",
+        "test_fleet_render.py",
+        "test_fleet_resolve.py",
+        "test_fleet_routing.py",
+        "test_fleet_site_loss.py",
+        "test_health.py",
+        "test_inbound_fleet.py",
+        "test_sentinel.py",
+        "test_supervision.py",
+    }
+)
+"""Test files with tests that start whole fleets (marker ``fleet``)."""
+
+
+def _resource(nodeid: str) -> str | None:
+    name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return "line" if name in LINE_FILES else "fleet" if name in FLEET_FILES else None
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (``make test`` runs two workers): every software-line test runs
+    on one worker, one call at a time, as the calls are real time and HylaFAX's tools
+    share system paths; every fleet test runs on the other, one fleet at a time, so the
+    fleets' timing is what it is on a quiet machine; the rest is shared out. The two
+    groups are the largest units of work, so xdist hands them out first, one each."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByResource(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _resource(nodeid) or nodeid
+
+    return ByResource(config, log)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``): every
-    software-line test runs on one worker, one call at a time, as the calls are real time
-    and HylaFAX's tools share system paths; every fleet test runs on the other, one fleet
-    at a time, so the fleets' timing is what it is on a quiet machine; the rest is
-    shared out between them."""
-    for item in items:
-        if item.get_closest_marker("realline") or item.path.name in LINE_FILES:
-            item.add_marker(pytest.mark.xdist_group("line"))
-        elif item.get_closest_marker("fleet"):
-            item.add_marker(pytest.mark.xdist_group("fleet"))
+    """A fleet or software-line test in a file the parallel run does not know would run
+    beside another fleet or line: refuse to run until it is listed."""
+    unknown = sorted(
+        {
+            item.path.name
+            for item in items
+            if (item.get_closest_marker("fleet") or item.get_closest_marker("realline"))
+            and _resource(item.nodeid) is None
+        }
+    )
+    if unknown:
+        raise pytest.UsageError(
+            f"add {', '.join(unknown)} to LINE_FILES or FLEET_FILES in tests/conftest.py"
+        )
