@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from faxfleet.egress import AllowList
 from faxfleet.modems import ModemLine
 
 
@@ -186,6 +187,16 @@ class Settings(BaseSettings):
     """A notification not delivered this long after it was queued is queued again (its
     message may have been lost with a killed worker), the wait doubling each time; real
     seconds, not scaled (scheduler/outbox.py)."""
+    callback_allow: str = ""
+    """Non-public addresses callbacks may go to (result and inbound callbacks). By default
+    a callback goes only to a public address: its host is resolved, loopback, private,
+    shared (CGNAT), link-local, multicast, reserved and unspecified addresses (and their
+    IPv6 forms) are refused, and the request goes to the address that was checked.
+    Comma-separated entries: an address or network (``10.20.0.5``, ``10.20.0.0/16``,
+    ``fd00::/8``), optionally on one port (``10.20.0.0/16:443``, ``[fd00::1]:8443``), or a
+    host name with or without a port (``hooks.internal:8443``: a URL with that exact
+    host may reach what the name resolves to). Unspecified and multicast addresses are
+    never allowed (faxfleet/egress.py; README.md, "Verifying callbacks")."""
 
     # --- rendering -----------------------------------------------------------------------
     cover_template_dir: str | None = None
@@ -217,6 +228,16 @@ class Settings(BaseSettings):
         if value < 0.001:
             raise ValueError("time_scale must be at least 0.001")
         return value
+
+    @field_validator("callback_allow")
+    @classmethod
+    def _callback_allow_parses(cls, value: str) -> str:
+        AllowList.parse(value)  # a bad entry stops the node at start, naming the variable
+        return value
+
+    @property
+    def callback_allow_list(self) -> AllowList:
+        return AllowList.parse(self.callback_allow)
 
     @model_validator(mode="after")
     def _modems_fit_the_kind(self) -> Settings:

@@ -25,6 +25,7 @@ SIGNATURE_HEADER = "X-Faxfleet-Signature"
 TIMESTAMP_HEADER = "X-Faxfleet-Timestamp"
 SCHEME = "v1"
 DEFAULT_TOLERANCE_SECONDS = 300.0
+MAX_TIMESTAMP_DIGITS = 15
 
 
 class InvalidSignature(ValueError):
@@ -75,10 +76,13 @@ def verify(
     if raw_signature is None or not raw_signature.strip():
         raise InvalidSignature(f"missing {SIGNATURE_HEADER} header")
 
-    try:
-        timestamp = int(raw_timestamp.strip())
-    except ValueError:
-        raise InvalidSignature(f"malformed {TIMESTAMP_HEADER} header {raw_timestamp!r}") from None
+    text = raw_timestamp.strip()
+    # Unix seconds in ASCII digits, no sign, no "_", no other script's digits; at most 15
+    # digits, so that the arithmetic below cannot overflow a float.
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_TIMESTAMP_DIGITS):
+        shown = raw_timestamp if len(raw_timestamp) <= 40 else raw_timestamp[:40] + "..."
+        raise InvalidSignature(f"malformed {TIMESTAMP_HEADER} header {shown!r}")
+    timestamp = int(text)
     current = time.time() if now is None else now
     age = current - timestamp
     if abs(age) > tolerance_seconds:

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from faxfleet import keys
+from faxfleet import egress, keys
 from faxfleet.documents import UnsupportedDocument, detect_type
 from faxfleet.messages import (
     CoverFields,
@@ -80,13 +80,31 @@ def validate(
         except UnsupportedDocument as exc:
             raise Rejected(f"document {i + 1} ({upload.name!r}): {exc}", status=415) from None
         docs.append(DocumentInfo(name=upload.name, content_type=kind.value, size=len(upload.data)))
-    if request.notify.callback_url and not request.notify.callback_url.startswith(
-        ("http://", "https://")
-    ):
-        raise Rejected("notify.callback_url must be an http:// or https:// URL")
+    if request.notify.callback_url:
+        check_callback_url(request.notify.callback_url, settings)
     if request.notify.email and "@" not in request.notify.email:
         raise Rejected("notify.email is not an e-mail address")
     return numbers, docs
+
+
+def check_callback_url(url: str, settings: Settings) -> None:
+    """Refuse a callback URL that can never be delivered: not a plain http(s) URL with a
+    host, or an IP address that is neither public nor opened by FAXFLEET_CALLBACK_ALLOW.
+    A host name is checked when the callback is sent: what it resolves to may change."""
+    try:
+        parsed = egress.check_url(url)
+    except egress.BadURL as exc:
+        raise Rejected(f"notify.callback_url {exc}") from None
+    address = egress.literal_address(parsed.host)
+    if address is None:
+        return
+    port = egress.default_port(parsed)
+    reason = egress.refusal(parsed.host, address, port, settings.callback_allow_list)
+    if reason is not None:
+        raise Rejected(
+            f"notify.callback_url: {address} is not a public address ({reason}); callbacks "
+            "go to public addresses only, unless the fleet's FAXFLEET_CALLBACK_ALLOW opens it"
+        )
 
 
 def cover_fields(request: FaxRequest, numbers: list[str]) -> CoverFields | None:

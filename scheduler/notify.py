@@ -18,6 +18,7 @@ from email.utils import formatdate, make_msgid
 
 import httpx
 
+from faxfleet import egress
 from faxfleet.messages import FaxStatus, InboundFax, JobState, RecipientStatus
 from faxfleet.settings import Settings
 from faxfleet.signing import signature_headers
@@ -50,15 +51,26 @@ _FINALLY = (
 
 class NotifyError(Exception):
     """A notification that could not be delivered; ``retryable`` says whether another
-    attempt later may succeed (network trouble, 4xx SMTP, 5xx/429 HTTP)."""
+    attempt later may succeed (network trouble, 4xx SMTP, 5xx/429 HTTP).
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    The message is the full detail, for the log only. ``public`` is what the fax's history
+    (which the tenant reads) says instead, such as ``failed: no answer``: for a callback it
+    never carries the error text of the tenant-chosen address (connection refused, server
+    disconnected, an internal service's answer), which would make the notifier a port
+    scanner of the fleet's network."""
+
+    def __init__(self, message: str, *, retryable: bool, public: str | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.public = public or f"failed: {message}"
 
 
 # ----------------------------------------------------------------------------------------
 # Mail
+
+# What a fax's history says of a failed mail (the relay's address and errors go to the log).
+BAD_ADDRESS = "failed: not a valid e-mail address"
+NO_RELAY = "failed: the mail relay is unavailable"
 
 
 def _plural(count: int, word: str) -> str:
@@ -189,7 +201,9 @@ def send_message(settings: Settings, to: str, msg: EmailMessage) -> None:
         msg["From"] = settings.smtp_from
         msg["To"] = to
     except ValueError as exc:  # a header with a line break or the like
-        raise NotifyError(f"cannot address mail to {to!r}: {exc}", retryable=False) from exc
+        raise NotifyError(
+            f"cannot address mail to {to!r}: {exc}", retryable=False, public=BAD_ADDRESS
+        ) from exc
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     smtp = smtplib.SMTP(timeout=settings.notify_timeout_seconds)
     try:
@@ -199,18 +213,22 @@ def send_message(settings: Settings, to: str, msg: EmailMessage) -> None:
     except smtplib.SMTPConnectError as exc:
         # The server would not talk to us right now (greeting other than 220).
         text = _decode(exc.smtp_error)
-        raise NotifyError(f"SMTP {where} greeted {exc.smtp_code} {text}", retryable=True) from exc
+        raise NotifyError(
+            f"SMTP {where} greeted {exc.smtp_code} {text}", retryable=True, public=NO_RELAY
+        ) from exc
     except smtplib.SMTPNotSupportedError as exc:
-        raise NotifyError(f"SMTP {where}: {exc}", retryable=False) from exc
+        raise NotifyError(f"SMTP {where}: {exc}", retryable=False, public=NO_RELAY) from exc
     except smtplib.SMTPResponseException as exc:
         # HELO, sender, data and authentication refusals: 4xx temporary, 5xx permanent.
         text = _decode(exc.smtp_error)
         raise NotifyError(
-            f"SMTP {where} answered {exc.smtp_code} {text}", retryable=exc.smtp_code < 500
+            f"SMTP {where} answered {exc.smtp_code} {text}",
+            retryable=exc.smtp_code < 500,
+            public=f"failed: the mail relay refused it ({exc.smtp_code})",
         ) from exc
     except (smtplib.SMTPException, OSError) as exc:
         # Refused connection, timeout, TLS failure, server hung up.
-        raise NotifyError(f"SMTP {where}: {exc!r}", retryable=True) from exc
+        raise NotifyError(f"SMTP {where}: {exc!r}", retryable=True, public=NO_RELAY) from exc
     finally:
         smtp.close()
     if refused:
@@ -240,8 +258,11 @@ def _refused(recipients: dict[str, tuple[int, bytes]], where: str) -> NotifyErro
     """A refused recipient is permanent on 5xx, temporary on 4xx."""
     parts = [f"{rcpt}: {code} {_decode(text)}" for rcpt, (code, text) in recipients.items()]
     permanent = all(code >= 500 for code, _ in recipients.values())
+    codes = ", ".join(sorted({str(code) for code, _ in recipients.values()}))
     return NotifyError(
-        f"SMTP {where} refused recipient {'; '.join(parts)}", retryable=not permanent
+        f"SMTP {where} refused recipient {'; '.join(parts)}",
+        retryable=not permanent,
+        public=f"failed: recipient refused by the mail relay ({codes})",
     )
 
 
@@ -259,36 +280,82 @@ def callback_body(status: FaxStatus, site: str) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def post_callback(settings: Settings, url: str, status: FaxStatus, site: str) -> int:
+def post_callback(
+    settings: Settings,
+    url: str,
+    status: FaxStatus,
+    site: str,
+    *,
+    resolve: egress.Resolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
     """POST the signed ``fax.settled`` callback to ``url``; return the 2xx status code."""
-    return post_signed(settings, url, callback_body(status, site), {JOB_HEADER: status.id})
+    return post_signed(
+        settings,
+        url,
+        callback_body(status, site),
+        {JOB_HEADER: status.id},
+        resolve=resolve,
+        ssl_context=ssl_context,
+    )
 
 
-def post_signed(settings: Settings, url: str, body: bytes, extra: dict[str, str]) -> int:
-    """POST ``body`` (JSON) signed with the webhook secret; return the 2xx status code."""
+REFUSED = "refused: not a public address"
+NO_ANSWER = "failed: no answer"
+BAD_URL = "failed: not a valid http or https URL"
+REDIRECTED = "failed: redirected (redirects are not followed)"
+
+
+def post_signed(
+    settings: Settings,
+    url: str,
+    body: bytes,
+    extra: dict[str, str],
+    *,
+    resolve: egress.Resolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
+    """POST ``body`` (JSON) signed with the webhook secret; return the 2xx status code.
+
+    Only to a public address, or one ``FAXFLEET_CALLBACK_ALLOW`` opens (faxfleet/egress.py):
+    the host is resolved once (``resolve``, the system resolver by default) and the request
+    goes to an address that was checked. Redirects are not followed."""
+    try:
+        egress.check_url(url)
+    except egress.BadURL as exc:
+        raise NotifyError(f"callback URL {url!r}: {exc}", retryable=False, public=BAD_URL) from exc
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         **extra,
         **signature_headers(settings.webhook_secret, body),
     }
+    guard = egress.Guard(settings.callback_allow_list, resolve or egress.system_resolve)
     try:
-        response = httpx.post(
-            url, content=body, headers=headers, timeout=settings.notify_timeout_seconds
-        )
+        with egress.client(guard, settings.notify_timeout_seconds, ssl_context) as client:
+            response = client.post(url, content=body, headers=headers)
+    except egress.Refused as exc:
+        raise NotifyError(f"callback {url}: {exc}", retryable=False, public=REFUSED) from exc
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise NotifyError(f"callback URL {url!r}: {exc}", retryable=False) from exc
+        raise NotifyError(f"callback URL {url!r}: {exc}", retryable=False, public=BAD_URL) from exc
     except httpx.TransportError as exc:
-        # Connection refused, DNS failure, timeouts, connection reset.
-        raise NotifyError(f"callback {url}: {exc!r}", retryable=True) from exc
+        # Connection refused, DNS failure, timeouts, connection reset, TLS failure.
+        raise NotifyError(f"callback {url}: {exc!r}", retryable=True, public=NO_ANSWER) from exc
 
     code = response.status_code
     if 200 <= code < 300:
         return code
     reason = f"callback {url} answered {code} {response.reason_phrase}".rstrip()
+    where = f" from {guard.connected}" if guard.connected is not None else ""
+    reason += where
+    if 300 <= code < 400:
+        raise NotifyError(reason, retryable=False, public=REDIRECTED)
+    # An HTTP status is the tenant's own server talking when the address is public; from
+    # an address opened by the allow-list it would tell what runs inside: said generically.
+    public = f"failed: answered HTTP {code}" if guard.connected_public else "failed: error answer"
     # 408 (request timeout) and 429 (too many requests) are the 4xx worth retrying.
     retryable = code >= 500 or code in (408, 429)
-    raise NotifyError(reason, retryable=retryable)
+    raise NotifyError(reason, retryable=retryable, public=public)
 
 
 # ----------------------------------------------------------------------------------------
@@ -363,6 +430,16 @@ def inbound_callback_body(fax: InboundFax, site: str) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def post_inbound_callback(settings: Settings, url: str, fax: InboundFax, site: str) -> int:
-    """POST the signed ``fax.received`` callback to ``url``; return the 2xx status code."""
-    return post_signed(settings, url, inbound_callback_body(fax, site), {INBOUND_HEADER: fax.id})
+def post_inbound_callback(
+    settings: Settings,
+    url: str,
+    fax: InboundFax,
+    site: str,
+    *,
+    resolve: egress.Resolver | None = None,
+) -> int:
+    """POST the signed ``fax.received`` callback to ``url`` (same rules as result
+    callbacks: public addresses or the allow-list); return the 2xx status code."""
+    return post_signed(
+        settings, url, inbound_callback_body(fax, site), {INBOUND_HEADER: fax.id}, resolve=resolve
+    )

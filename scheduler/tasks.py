@@ -266,8 +266,9 @@ def _retry_or_abandon(
     task: Task, exc: notify.NotifyError, channel: str, target: str, **about: str
 ) -> str:
     """Try a failed notification again later, with exponential backoff, while the error is
-    worth retrying and attempts remain (raises Celery's ``Retry``); otherwise log and
-    return why it is abandoned. ``about`` names the fax in the logs."""
+    worth retrying and attempts remain (raises Celery's ``Retry``); otherwise log the
+    error and return why it is abandoned, in the generic words of ``exc.public`` (the
+    tenant reads it in the fax's history). ``about`` names the fax in the logs."""
     attempt = task.request.retries + 1
     if exc.retryable and attempt < settings.notify_max_attempts:
         delay = _backoff(attempt)
@@ -281,8 +282,17 @@ def _retry_or_abandon(
             **about,
         )
         raise task.retry(countdown=delay, exc=exc) from exc
-    reason = f"{channel} notification to {target} failed: {exc}"
-    log.error("notification abandoned", site=settings.site, error=reason, **about)
+    # The history (read by the tenant) gets the generic reason, the log the detail.
+    reason = f"{channel} notification to {target} {exc.public}"
+    log.error(
+        "notification abandoned",
+        site=settings.site,
+        channel=channel,
+        target=target,
+        reason=exc.public,
+        error=str(exc),
+        **about,
+    )
     return reason
 
 

@@ -161,6 +161,9 @@ FAST_FLEET_ENV = {
     "FAXFLEET_LOAD_TTL": "1.5",
     "FAXFLEET_NOTIFY_BACKOFF_SECONDS": "50",  # 0.1 s at this time scale
     "FAXFLEET_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    # Callbacks go to public addresses only by default: the receivers of the tests are on
+    # loopback, opened here (tests/test_callback_guard_fleet.py runs a strict fleet).
+    "FAXFLEET_CALLBACK_ALLOW": "127.0.0.0/8,::1",
     "FAXFLEET_API_KEYS": "acme=acme-key,globex=globex-key",
     "FAXFLEET_API_KEY": "acme-key",
     "FAXFLEET_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),

@@ -45,6 +45,8 @@ from scheduler.notify import (
 )
 
 SECRET = "s3cret-for-tests"
+LOOPBACK = "127.0.0.0/8"
+"""The receivers below listen on loopback, which callbacks may reach only when allowed."""
 CREATED = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
 
@@ -296,7 +298,9 @@ def receiver() -> Iterator[Receiver]:
 
 def test_post_callback_sends_signed_json(receiver: Receiver) -> None:
     status = make_status()
-    code = post_callback(Settings(webhook_secret=SECRET), receiver.url, status, "paris")
+    code = post_callback(
+        Settings(webhook_secret=SECRET, callback_allow=LOOPBACK), receiver.url, status, "paris"
+    )
 
     assert code == 200
     assert len(receiver.requests) == 1
@@ -323,7 +327,12 @@ def test_callback_body_is_compact_json() -> None:
 
 
 def test_post_callback_wrong_secret_fails_verification(receiver: Receiver) -> None:
-    post_callback(Settings(webhook_secret="other"), receiver.url, make_status(), "paris")
+    post_callback(
+        Settings(webhook_secret="other", callback_allow=LOOPBACK),
+        receiver.url,
+        make_status(),
+        "paris",
+    )
     assert receiver.requests[0]["signature_problem"] == "bad signature"
 
 
@@ -333,26 +342,34 @@ def test_post_callback_wrong_secret_fails_verification(receiver: Receiver) -> No
 def test_post_callback_error_answers(receiver: Receiver, answer: int, retryable: bool) -> None:
     receiver.answer = answer
     with pytest.raises(NotifyError) as caught:
-        post_callback(Settings(webhook_secret=SECRET), receiver.url, make_status(), "paris")
+        post_callback(
+            Settings(webhook_secret=SECRET, callback_allow=LOOPBACK),
+            receiver.url,
+            make_status(),
+            "paris",
+        )
     assert caught.value.retryable is retryable
     assert str(answer) in str(caught.value)
 
 
 def test_post_callback_accepts_any_2xx(receiver: Receiver) -> None:
     receiver.answer = 204
-    assert post_callback(Settings(webhook_secret=SECRET), receiver.url, make_status(), "p") == 204
+    settings = Settings(webhook_secret=SECRET, callback_allow=LOOPBACK)
+    assert post_callback(settings, receiver.url, make_status(), "p") == 204
 
 
 def test_post_callback_closed_port_is_retryable() -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"
     with pytest.raises(NotifyError) as caught:
-        post_callback(Settings(notify_timeout_seconds=2), url, make_status(), "paris")
+        post_callback(
+            Settings(notify_timeout_seconds=2, callback_allow=LOOPBACK), url, make_status(), "paris"
+        )
     assert caught.value.retryable is True
 
 
 def test_post_callback_timeout_is_retryable(receiver: Receiver) -> None:
     receiver.delay = 1.5
-    settings = Settings(webhook_secret=SECRET, notify_timeout_seconds=0.3)
+    settings = Settings(webhook_secret=SECRET, notify_timeout_seconds=0.3, callback_allow=LOOPBACK)
     with pytest.raises(NotifyError) as caught:
         post_callback(settings, receiver.url, make_status(), "paris")
     assert caught.value.retryable is True
@@ -438,3 +455,31 @@ def test_verify_accepts_any_of_several_signatures() -> None:
     headers = signature_headers(SECRET, BODY)
     headers[SIGNATURE_HEADER] = f"v1={'0' * 64}, {headers[SIGNATURE_HEADER]}"
     verify(SECRET, headers, BODY)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "9" * 400,  # an int, but too large for a float: OverflowError before
+        "9" * 5000,  # beyond Python's int() digit limit
+        "1e308",
+        "inf",
+        "-1",
+        "+1700000000",
+        "1_700_000_000",
+        "\u0661\u0667" + "\u0660" * 8,  # Arabic-Indic digits, which int() reads
+        "0x6553f100",
+    ],
+)
+def test_verify_refuses_huge_or_malformed_timestamps(timestamp: str) -> None:
+    headers = signature_headers(SECRET, BODY)
+    with pytest.raises(InvalidSignature):
+        verify(SECRET, {**headers, TIMESTAMP_HEADER: timestamp}, BODY)
+
+
+def test_verify_signed_huge_timestamp_is_invalid_not_an_overflow() -> None:
+    """Even correctly signed, a timestamp far in the future is refused as a signature."""
+    huge = 10**300
+    headers = {TIMESTAMP_HEADER: str(huge), SIGNATURE_HEADER: sign(SECRET, huge, BODY)}
+    with pytest.raises(InvalidSignature, match="malformed"):
+        verify(SECRET, headers, BODY)
