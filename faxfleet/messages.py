@@ -7,6 +7,7 @@ through the HTTP API. Changing a field here changes the wire format of the fleet
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -19,6 +20,17 @@ PRIORITY_MIN = 0
 PRIORITY_MAX = 9
 PRIORITY_DEFAULT = 5
 """User-facing priority: 0 (bulk) .. 9 (most urgent). 5 is normal."""
+
+MAX_TAGS = 50
+MAX_TAG_KEY = 64
+MAX_TAG_VALUE = 256
+"""A fax's tags: at most 50, keys of 1-64 characters, values up to 256."""
+
+_LINE_BREAKS = frozenset("\t\n\r")
+
+
+def _control_characters(text: str, allowed: frozenset[str] = frozenset()) -> bool:
+    return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text)
 
 
 def now() -> datetime:
@@ -120,6 +132,7 @@ class FaxRequest(Message):
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
     notify: NotifyTarget = NotifyTarget()
     tags: dict[str, str] = Field(default_factory=dict)
+    """At most :data:`MAX_TAGS`, keys of 1-64 characters, values up to 256."""
     resolution: Resolution = Resolution.FINE
     cover: bool = False
     """Put a cover page first (it counts as page 1 of the fax)."""
@@ -140,7 +153,54 @@ class FaxRequest(Message):
         for key, text in value.items():
             if not 1 <= len(key) <= 40 or len(text) > 500:
                 raise ValueError("cover_fields keys take 1-40 characters, values up to 500")
+            if _control_characters(key) or _control_characters(text, _LINE_BREAKS):
+                raise ValueError("cover_fields take no control characters")
         return value
+
+    @field_validator("tags")
+    @classmethod
+    def _few_short_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags ({len(value)} given)")
+        for key, text in value.items():
+            if not 1 <= len(key) <= MAX_TAG_KEY or len(text) > MAX_TAG_VALUE:
+                raise ValueError(
+                    f"tag keys take 1-{MAX_TAG_KEY} characters, values up to {MAX_TAG_VALUE}"
+                )
+            if _control_characters(key) or _control_characters(text):
+                raise ValueError("tags take no control characters (line breaks, tabs, ...)")
+        return value
+
+    @field_validator(
+        "sender", "user", "home_site", "idempotency_key", "subject", "recipient_name", "sender_fax"
+    )
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and _control_characters(value):
+            raise ValueError("no control characters (line breaks, tabs, ...) in this field")
+        return value
+
+    @field_validator("comment", "sender_company")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        if value is not None and _control_characters(value, _LINE_BREAKS):
+            raise ValueError("no control characters besides line breaks and tabs")
+        return value
+
+    @field_validator("send_after")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        """A time with its zone, in UTC (a naive time would be read in the API's zone)."""
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError(
+                "send_after needs a time zone: end it with Z (UTC) or an offset like +01:00"
+            )
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("send_after is out of range") from None
 
 
 class Transition(Message):

@@ -20,6 +20,11 @@ def to_e164(raw: str, default_region: str = "FR") -> str:
         parsed = phonenumbers.parse(text, None if text.startswith("+") else default_region)
     except phonenumbers.NumberParseException as exc:
         raise InvalidNumber(f"{raw!r} is not a phone number ({exc._msg})") from None
+    if parsed.extension:
+        raise InvalidNumber(
+            f"{raw!r} has an extension ({parsed.extension}): a fax is sent to a number, "
+            "not an extension; give the fax machine's own number"
+        )
     if not phonenumbers.is_possible_number(parsed):
         raise InvalidNumber(f"{raw!r} has the wrong number of digits for its country")
     if not phonenumbers.is_valid_number(parsed):

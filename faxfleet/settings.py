@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     """The routing service's admin API; the public API forwards /v1/sites and /v1/groups
     to it."""
     max_upload_bytes: int = 20 * 1024 * 1024
+    """A submission's documents together; its whole body may hold 1 MiB more, counted as
+    it arrives (scheduler/api.py); also the body limit of the relayed site administration."""
     max_documents: int = 20
     max_recipients: int = 100
     default_region: str = "FR"
@@ -117,6 +119,8 @@ class Settings(BaseSettings):
     routing_stuck_after_seconds: float = 60
     """A recipient left in ``routing`` this long is routed again (same attempt)."""
     retention_seconds: int = 7 * 86400
+    """How long a fax's documents and rendered pages (and a settled fax) are kept; a fax
+    whose kill time falls later is refused at submission (``send_after`` too far ahead)."""
 
     # --- routing policy (docs/routing.md) ------------------------------------------------
     routing_seconds_per_page: float = 40.0

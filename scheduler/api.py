@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import httpx
 import redis
@@ -23,7 +24,9 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from faxfleet import health, heartbeat, keys
 from faxfleet.messages import (
@@ -43,7 +46,20 @@ from scheduler.store import UnknownJob
 
 settings = get_settings()
 
+MAX_BODY_BYTES = 1024 * 1024
+"""Largest request body outside submissions and the relayed site administration."""
+FORM_OVERHEAD_BYTES = 1024 * 1024
+"""What a submission's body may hold beside its documents (fields, multipart framing)."""
+MAX_FIELD_BYTES = 1024 * 1024
+"""Largest text field of a submission (the ``fax`` JSON field included)."""
+SUBMISSION_BODY_BYTES = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+MAX_FORM_FIELDS = settings.max_recipients + 50
+"""Text fields of a submission: one per recipient (``to`` repeated) and room for the rest."""
+
 app = FastAPI(
+    # Every request body is counted as it is read, whatever its headers say (chunked, no
+    # or a false Content-Length), and refused with a 413 once past its route's limit.
+    max_body_size=MAX_BODY_BYTES,
     title="faxfleet",
     version="0.1.0",
     summary="Send faxes through a fleet of fax servers.",
@@ -93,18 +109,17 @@ _FORM_SCALARS = {
 }
 
 
-def _request_from_form(form: Any) -> FaxRequest:
+def _request_from_form(form: FormData) -> FaxRequest:
     """Build the request from a ``fax`` JSON field or from plain form fields."""
+    for key, value in form.multi_items():
+        if key != "documents" and isinstance(value, UploadFile):
+            raise intake.Rejected(f"the {key!r} field must be text, not a file")
     if "fax" in form:
-        raw = form["fax"]
-        if isinstance(raw, UploadFile):
-            raise intake.Rejected("the 'fax' field must be JSON text, not a file")
+        # Strict: a JSON true is no priority 1, a "5" no 5; a time is an ISO 8601 string.
         try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise intake.Rejected(f"the 'fax' field is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise intake.Rejected("the 'fax' field must be a JSON object")
+            return FaxRequest.model_validate_json(str(form["fax"]), strict=True)
+        except ValidationError as exc:
+            raise intake.Rejected(_first_error(exc, "the 'fax' field")) from None
     else:
         data = {k: form[k] for k in _FORM_SCALARS if k in form and form[k] != ""}
         # Repeated fields or one comma-separated field: "to=+331...,+1212...".
@@ -119,15 +134,87 @@ def _request_from_form(form: Any) -> FaxRequest:
         if form.get("tags"):
             tags = {}
             for item in str(form["tags"]).split(","):
-                k, _, v = item.partition("=")
-                tags[k.strip()] = v.strip()
+                if item.strip():
+                    k, _, v = item.partition("=")
+                    tags[k.strip()] = v.strip()
             data["tags"] = tags
     try:
         return FaxRequest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        raise intake.Rejected(f"{where}: {first['msg']}") from None
+        raise intake.Rejected(_first_error(exc, "request")) from None
+
+
+def _first_error(exc: ValidationError, whole: str) -> str:
+    """The first problem pydantic found, as ``field: reason``."""
+    first = exc.errors()[0]
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "json_invalid":
+        return f"{whole} is not valid JSON: {msg.removeprefix('Invalid JSON: ')}"
+    if not first["loc"] and first["type"] == "model_type":
+        return f"{whole} must be a JSON object"
+    where = ".".join(str(p) for p in first["loc"]) or whole
+    return f"{where}: {msg}"
+
+
+async def _read_form(request: Request) -> FormData:
+    """The submission's multipart form, parsed as it arrives (documents spooled to disk
+    past 1 MiB each), refused once the body passes its limit whatever its headers say
+    (chunked, no or a false Content-Length), or once a part passes a limit."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise intake.Rejected(
+            "a fax is sent as multipart/form-data: the documents as files named 'documents' "
+            "and the other fields beside them (or all of them as JSON in a field named 'fax')",
+            415,
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > SUBMISSION_BODY_BYTES:
+        raise _too_large()
+    parser = MultiPartParser(
+        request.headers,
+        _counted(request),
+        max_files=settings.max_documents,
+        max_fields=MAX_FORM_FIELDS,
+        max_part_size=MAX_FIELD_BYTES,
+    )
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise _form_refusal(exc.message) from None
+    except ClientDisconnect:
+        raise intake.Rejected("the client went away during the upload", 400) from None
+
+
+async def _counted(request: Request) -> AsyncIterator[bytes]:
+    """The body as it arrives, stopped once it passes :data:`SUBMISSION_BODY_BYTES`."""
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > SUBMISSION_BODY_BYTES:
+            raise _too_large()
+        yield chunk
+
+
+def _too_large() -> intake.Rejected:
+    return intake.Rejected(
+        f"upload too large: more than {SUBMISSION_BODY_BYTES} bytes (the documents may "
+        f"total {settings.max_upload_bytes} bytes, the other fields 1 MiB)",
+        413,
+    )
+
+
+def _form_refusal(message: str) -> intake.Rejected:
+    """A multipart parser's refusal in faxfleet's words (its own as a last resort)."""
+    if message.startswith("Too many files"):
+        limit = settings.max_documents
+        return intake.Rejected(f"too many documents: more than {limit} (limit {limit})")
+    if message.startswith("Too many fields"):
+        return intake.Rejected(
+            f"too many form fields: more than {MAX_FORM_FIELDS} (limit {MAX_FORM_FIELDS})"
+        )
+    if message.startswith("Part exceeded maximum size"):
+        return intake.Rejected(f"a form field is larger than {MAX_FIELD_BYTES} bytes", 413)
+    return intake.Rejected(f"malformed multipart body: {message}", 400)
 
 
 @app.exception_handler(intake.Rejected)
@@ -147,11 +234,18 @@ async def _not_replicated(_: Request, exc: NotReplicated) -> JSONResponse:
     response_model=FaxStatus,
     responses={
         200: {"description": "Idempotent replay: the original fax"},
-        413: {"model": ErrorBody},
-        415: {"model": ErrorBody},
+        400: {"model": ErrorBody, "description": "Malformed multipart body"},
+        413: {"model": ErrorBody, "description": "Upload or one text field too large"},
+        415: {
+            "model": ErrorBody,
+            "description": "Not multipart/form-data, or a document of an unsupported type",
+        },
         422: {"model": ErrorBody},
         503: {"model": ErrorBody, "description": "Not stored durably (no Redis replica)"},
     },
+    # Counted by _read_form instead, to answer with a reason (the framework's limiter
+    # replaces any answer to a request that declares a body over its limit).
+    max_body_size=sys.maxsize,
     openapi_extra={
         "requestBody": {
             "content": {
@@ -169,11 +263,20 @@ async def _not_replicated(_: Request, exc: NotReplicated) -> JSONResponse:
                             "sender": {"type": "string"},
                             "user": {"type": "string"},
                             "home_site": {"type": "string"},
-                            "send_after": {"type": "string", "format": "date-time"},
+                            "send_after": {
+                                "type": "string",
+                                "format": "date-time",
+                                "description": "with its zone; at most the retention less "
+                                "the kill time ahead (6 days 21 hours by default)",
+                            },
                             "idempotency_key": {"type": "string"},
-                            "notify_email": {"type": "string"},
+                            "notify_email": {"type": "string", "format": "email"},
                             "callback_url": {"type": "string"},
-                            "tags": {"type": "string", "description": "k=v,k2=v2"},
+                            "tags": {
+                                "type": "string",
+                                "description": "k=v,k2=v2: at most 50, keys of 1-64 "
+                                "characters, values up to 256",
+                            },
                             "resolution": {"type": "string", "enum": ["standard", "fine"]},
                             "cover": {"type": "boolean", "description": "add a cover page"},
                             "subject": {"type": "string"},
@@ -197,18 +300,16 @@ async def _not_replicated(_: Request, exc: NotReplicated) -> JSONResponse:
 async def submit_fax(request: Request, response: Response, tenant: Tenant) -> FaxStatus:
     """Submit a fax: one or more documents (PDF, text, PNG, JPEG, TIFF) to one or more
     numbers. A repeated ``idempotency_key`` returns the original fax with status 200."""
-    length = int(request.headers.get("content-length") or 0)
-    if length > settings.max_upload_bytes + 1024 * 1024:
-        raise intake.Rejected(
-            f"upload too large: {length} bytes (limit {settings.max_upload_bytes})", 413
-        )
-    form = await request.form(max_files=settings.max_documents + 1)
-    fax_request = _request_from_form(form)
-    uploads = []
-    for item in form.getlist("documents"):
-        if not isinstance(item, UploadFile):
-            raise intake.Rejected("'documents' must be file uploads")
-        uploads.append(intake.Upload(item.filename or "document", await item.read()))
+    form = await _read_form(request)
+    try:
+        fax_request = _request_from_form(form)
+        uploads = []
+        for item in form.getlist("documents"):
+            if not isinstance(item, UploadFile):
+                raise intake.Rejected("'documents' must be file uploads")
+            uploads.append(intake.Upload(item.filename or "document", await item.read()))
+    finally:
+        await form.close()
     fax, new = await run_in_threadpool(_store_and_start, tenant, fax_request, uploads)
     if not new:
         response.status_code = 200
@@ -538,7 +639,13 @@ async def _forward(request: Request) -> Response:
 
 
 for _path in ("/v1/sites", "/v1/sites/{path:path}", "/v1/groups", "/v1/groups/{path:path}"):
-    app.add_api_route(_path, _forward, methods=_FORWARD_METHODS, include_in_schema=False)
+    app.add_api_route(
+        _path,
+        _forward,
+        methods=_FORWARD_METHODS,
+        include_in_schema=False,
+        max_body_size=settings.max_upload_bytes,  # cost tables
+    )
 
 
 @app.get("/healthz", response_model=health.Health, responses={503: {"model": health.Health}})

@@ -7,9 +7,10 @@ store the documents and the fax, and start rendering.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from faxfleet import egress, keys
 from faxfleet.documents import UnsupportedDocument, detect_type
@@ -82,8 +83,11 @@ def validate(
         docs.append(DocumentInfo(name=upload.name, content_type=kind.value, size=len(upload.data)))
     if request.notify.callback_url:
         check_callback_url(request.notify.callback_url, settings)
-    if request.notify.email and "@" not in request.notify.email:
-        raise Rejected("notify.email is not an e-mail address")
+    if request.notify.email and not is_mail_address(request.notify.email):
+        raise Rejected(
+            "notify.email must be one e-mail address such as name@example.com (no list, "
+            "display name, spaces or line breaks)"
+        )
     return numbers, docs
 
 
@@ -104,6 +108,52 @@ def check_callback_url(url: str, settings: Settings) -> None:
         raise Rejected(
             f"notify.callback_url: {address} is not a public address ({reason}); callbacks "
             "go to public addresses only, unless the fleet's FAXFLEET_CALLBACK_ALLOW opens it"
+        )
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_MAIL_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*")
+
+
+def is_mail_address(text: str) -> bool:
+    """One plain address (``local@domain``, ASCII, at most 254 characters): what SMTP
+    takes as a single recipient, with nothing that could add another or a header."""
+    local, _, _ = text.partition("@")
+    return len(text) <= 254 and len(local) <= 64 and _MAIL_ADDRESS.fullmatch(text) is not None
+
+
+def _span(delta: timedelta) -> str:
+    """``6 days 21 hours``."""
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts) or "0 seconds"
+
+
+def check_schedule(request: FaxRequest, settings: Settings, created: datetime) -> None:
+    """A fax must be able to finish before its documents and rendered pages expire: they
+    are kept ``retention_seconds`` after submission, and a fax keeps trying for its kill
+    time (``kill_after_seconds``) after it starts (``send_after``, or at once). So
+    ``send_after`` is at most the retention less the kill time ahead (6 days 21 hours
+    by default)."""
+    retention = timedelta(seconds=settings.retention_seconds)
+    kill_after = timedelta(seconds=request.kill_after_seconds or settings.kill_after_seconds)
+    if kill_after > retention:
+        raise Rejected(
+            f"kill_after_seconds ({_span(kill_after)}) is longer than the {_span(retention)} "
+            "a fax's documents are kept"
+        )
+    horizon = retention - kill_after
+    if request.send_after is not None and request.send_after - created > horizon:
+        latest = created + horizon
+        raise Rejected(
+            f"send_after is too far ahead: at most {_span(horizon)} from now "
+            f"({latest:%Y-%m-%d %H:%M} UTC), as a fax's documents are kept {_span(retention)} "
+            f"and it may keep trying for {_span(kill_after)} after send_after"
         )
 
 
@@ -137,6 +187,7 @@ def submit(
     """
     numbers, docs = validate(request, uploads, settings, home_sites)
     created = now()
+    check_schedule(request, settings, created)
     kill_after = request.kill_after_seconds or settings.kill_after_seconds
     start = max(created, request.send_after) if request.send_after else created
     fax = FaxStatus(
