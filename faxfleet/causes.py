@@ -193,6 +193,14 @@ CAUSES: Mapping[Cause, CauseInfo] = {
             "Ask the recipient what arrived before sending again: faxfleet never redials "
             "such a fax by itself, to avoid sending it twice.",
         ),
+        _info(
+            Cause.QUOTA_EXCEEDED,
+            "Once rendered, the fax had more pages (times recipients) than were left of "
+            "the tenant's daily page quota; nothing was dialled and it was not counted.",
+            (P.BEFORE_CALL,),
+            "Send it after midnight UTC, or in smaller parts; an administrator can raise "
+            "the tenant's quota or submit it with override_policy.",
+        ),
     )
 }
 

@@ -90,6 +90,7 @@ class Cause(StrEnum):
     TOO_MANY_DIALS = "too_many_dials"
     TOO_MANY_TRIES = "too_many_tries"
     WORKER_LOST = "worker_lost"
+    QUOTA_EXCEEDED = "quota_exceeded"
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,6 +147,12 @@ class FaxRequest(Message):
     """Extra values for custom cover templates (keys up to 40, values up to 500 chars)."""
     header: bool = True
     """Stamp the header line ("From <sender> <date time> Page n/N") on every page."""
+    tenant: str | None = Field(None, max_length=64)
+    """With an admin key: the tenant the fax is submitted for (a tenant key submits for
+    its own tenant only)."""
+    override_policy: bool = False
+    """With an admin key: send even to destinations the tenant's policy bars and past its
+    daily page quota; the fax's history records who decided. Refused for tenant keys."""
 
     @field_validator("cover_fields")
     @classmethod

@@ -10,10 +10,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from faxfleet.egress import AllowList
+from faxfleet import destinations
 from faxfleet.modems import ModemLine
 
 
@@ -99,6 +100,21 @@ class Settings(BaseSettings):
     max_recipients: int = 100
     default_region: str = "FR"
     """Region for numbers given without a leading ``+`` (national format)."""
+
+    # --- destinations and quotas (docs/administration.md) ---------------------------------
+    destination_barred_types: str = destinations.DEFAULT_BARRED_TYPES
+    """Number types no tenant may fax unless granted (comma-separated libphonenumber
+    types: premium_rate, shared_cost, personal_number, pager, voicemail, uan, voip, mobile,
+    toll_free, fixed_line, fixed_line_or_mobile, unknown)."""
+    destination_allowed_regions: str = ""
+    """The only regions faxes may go to (comma-separated ISO codes: ``FR,BE,CH``); empty:
+    every region not barred."""
+    destination_barred_regions: str = destinations.DEFAULT_BARRED_REGIONS
+    """Regions no tenant may fax unless granted; ``001`` is non-geographic numbers
+    (satellite, international networks, international premium rate)."""
+    daily_page_quota: int | None = Field(None, ge=0)
+    """Pages (times recipients) a tenant may submit per UTC day unless its own policy sets
+    another number; unset: no limit."""
 
     # --- lifecycle and retries ---------------------------------------------------------
     time_scale: float = 1.0
@@ -242,6 +258,17 @@ class Settings(BaseSettings):
     @property
     def callback_allow_list(self) -> AllowList:
         return AllowList.parse(self.callback_allow)
+    @field_validator("destination_barred_types")
+    @classmethod
+    def _known_types(cls, value: str) -> str:
+        destinations.parse_types(value, "FAXFLEET_DESTINATION_BARRED_TYPES")
+        return value
+
+    @field_validator("destination_allowed_regions", "destination_barred_regions")
+    @classmethod
+    def _known_regions(cls, value: str, info: ValidationInfo) -> str:
+        destinations.parse_regions(value, f"FAXFLEET_{(info.field_name or '').upper()}")
+        return value
 
     @model_validator(mode="after")
     def _modems_fit_the_kind(self) -> Settings:

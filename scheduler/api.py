@@ -39,7 +39,7 @@ from faxfleet.messages import (
 )
 from faxfleet.redis_conn import NotReplicated
 from faxfleet.settings import get_settings
-from scheduler import intake, states, tasks
+from scheduler import intake, policy_api, states, tasks
 from scheduler.inbound import UnknownInbound
 from scheduler.lifecycle import NotResolvable
 from scheduler.store import UnknownJob
@@ -106,6 +106,8 @@ _FORM_SCALARS = {
     "sender_company",
     "sender_fax",
     "header",
+    "tenant",
+    "override_policy",
 }
 
 
@@ -219,7 +221,7 @@ def _form_refusal(message: str) -> intake.Rejected:
 
 @app.exception_handler(intake.Rejected)
 async def _rejected(_: Request, exc: intake.Rejected) -> JSONResponse:
-    return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+    return JSONResponse({"detail": exc.reason}, status_code=exc.status, headers=exc.headers)
 
 
 @app.exception_handler(NotReplicated)
@@ -235,12 +237,14 @@ async def _not_replicated(_: Request, exc: NotReplicated) -> JSONResponse:
     responses={
         200: {"description": "Idempotent replay: the original fax"},
         400: {"model": ErrorBody, "description": "Malformed multipart body"},
+        403: {"model": ErrorBody, "description": "override_policy or tenant with a tenant key"},
         413: {"model": ErrorBody, "description": "Upload or one text field too large"},
         415: {
             "model": ErrorBody,
             "description": "Not multipart/form-data, or a document of an unsupported type",
         },
-        422: {"model": ErrorBody},
+        422: {"model": ErrorBody, "description": "Invalid, or a destination the policy bars"},
+        429: {"model": ErrorBody, "description": "The tenant's daily page quota is used up"},
         503: {"model": ErrorBody, "description": "Not stored durably (no Redis replica)"},
     },
     # Counted by _read_form instead, to answer with a reason (the framework's limiter
@@ -285,6 +289,15 @@ async def _not_replicated(_: Request, exc: NotReplicated) -> JSONResponse:
                             "sender_company": {"type": "string"},
                             "sender_fax": {"type": "string"},
                             "header": {"type": "boolean", "default": True},
+                            "tenant": {
+                                "type": "string",
+                                "description": "admin keys: the tenant the fax is for",
+                            },
+                            "override_policy": {
+                                "type": "boolean",
+                                "description": "admin keys: pass the destination policy "
+                                "and the daily page quota (recorded in the history)",
+                            },
                             "fax": {
                                 "type": "string",
                                 "description": "all fields above as one JSON object",
@@ -297,12 +310,21 @@ async def _not_replicated(_: Request, exc: NotReplicated) -> JSONResponse:
         }
     },
 )
-async def submit_fax(request: Request, response: Response, tenant: Tenant) -> FaxStatus:
+async def submit_fax(
+    request: Request, response: Response, x_api_key: Annotated[str | None, Header()] = None
+) -> FaxStatus:
     """Submit a fax: one or more documents (PDF, text, PNG, JPEG, TIFF) to one or more
-    numbers. A repeated ``idempotency_key`` returns the original fax with status 200."""
+    numbers. A repeated ``idempotency_key`` returns the original fax with status 200.
+
+    Destinations the policy bars (premium-rate and other number types, regions) are a 422
+    naming each number, its type and region and the rule; a fax past the tenant's daily
+    page quota is a 429 with the quota and what is used (docs/administration.md). An admin
+    key submits for the ``tenant`` it names, and may pass both with ``override_policy``."""
+    caller = caller_of(x_api_key)
     form = await _read_form(request)
     try:
         fax_request = _request_from_form(form)
+        tenant, overridden_by = _submitter(caller, fax_request)
         uploads = []
         for item in form.getlist("documents"):
             if not isinstance(item, UploadFile):
@@ -310,19 +332,49 @@ async def submit_fax(request: Request, response: Response, tenant: Tenant) -> Fa
             uploads.append(intake.Upload(item.filename or "document", await item.read()))
     finally:
         await form.close()
-    fax, new = await run_in_threadpool(_store_and_start, tenant, fax_request, uploads)
+    fax, new = await run_in_threadpool(
+        _store_and_start, tenant, fax_request, uploads, overridden_by
+    )
     if not new:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     return fax
 
 
+def _submitter(caller: Caller, fax_request: FaxRequest) -> tuple[str, str | None]:
+    """The tenant a submission is for, and the admin who overrides its policy, if one does.
+
+    A tenant key submits for its own tenant, never with ``override_policy``; an admin key
+    names the tenant (a known one)."""
+    if caller.tenant is not None:
+        if fax_request.override_policy:
+            raise HTTPException(403, "override_policy needs an admin key")
+        if fax_request.tenant not in (None, caller.tenant):
+            raise HTTPException(403, "a tenant key submits for its own tenant only")
+        return caller.tenant, None
+    if not fax_request.tenant:
+        raise intake.Rejected("an admin key submits for a tenant: name it in 'tenant'")
+    if fax_request.tenant not in set(settings.tenant_keys.values()):
+        raise intake.Rejected(f"tenant: no tenant {fax_request.tenant!r}")
+    by = caller.describe(fax_request.user) if fax_request.override_policy else None
+    return fax_request.tenant, by
+
+
 def _store_and_start(
-    tenant: str, fax_request: FaxRequest, uploads: list[intake.Upload]
+    tenant: str,
+    fax_request: FaxRequest,
+    uploads: list[intake.Upload],
+    overridden_by: str | None = None,
 ) -> tuple[FaxStatus, bool]:
     """Blocking part of a submission (Redis, Celery), run off the event loop."""
     fax, new = intake.submit(
-        tasks.store(), settings, tenant, fax_request, uploads, tasks.home_sites()
+        tasks.store(),
+        settings,
+        tenant,
+        fax_request,
+        uploads,
+        tasks.home_sites(),
+        overridden_by=overridden_by,
     )
     if new:
         tasks.apply(fax.id, tasks.machine().start)
@@ -646,6 +698,8 @@ for _path in ("/v1/sites", "/v1/sites/{path:path}", "/v1/groups", "/v1/groups/{p
         include_in_schema=False,
         max_body_size=settings.max_upload_bytes,  # cost tables
     )
+
+app.include_router(policy_api.router(caller_of, tasks.allowance))
 
 
 @app.get("/healthz", response_model=health.Health, responses={503: {"model": health.Health}})

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from faxfleet import egress, keys
+from faxfleet import destinations, egress, keys
 from faxfleet.documents import UnsupportedDocument, detect_type
 from faxfleet.messages import (
     CoverFields,
@@ -25,16 +25,20 @@ from faxfleet.messages import (
 )
 from faxfleet.numbers import InvalidNumber, to_e164
 from faxfleet.settings import Settings
-from scheduler.store import JobStore
+from scheduler.allowance import Allowance, seconds_to_midnight
+from scheduler.store import JobStore, idem_key
 
 
 class Rejected(ValueError):
     """A submission refused with a reason; ``status`` is the HTTP code to answer with."""
 
-    def __init__(self, reason: str, status: int = 422) -> None:
+    def __init__(
+        self, reason: str, status: int = 422, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,46 @@ def cover_fields(request: FaxRequest, numbers: list[str]) -> CoverFields | None:
     )
 
 
+def admit(
+    allowance: Allowance,
+    tenant: str,
+    request: FaxRequest,
+    numbers: list[str],
+    documents: int,
+    job_id: str,
+    overridden_by: str | None,
+    replay: bool,
+) -> str | None:
+    """Apply the tenant's destination policy and daily page quota (docs/administration.md):
+    refuse (422 naming each barred number and the rule; 429 with the quota and what is
+    used) or charge the fax's least page count. ``overridden_by``: the administrator who
+    submits it with ``override_policy``, who passes both; the returned note says so for
+    the fax's history. An idempotent ``replay`` is not charged again."""
+    rules = allowance.rules(tenant)
+    barred = destinations.check_all(numbers, rules)
+    if barred and overridden_by is None:
+        raise Rejected("; ".join(f"to[{i}]: {refusal.reason}" for i, refusal in barred))
+    broken = [f"to[{i}]: {refusal.reason}" for i, refusal in barred]
+    if not replay:
+        need = destinations.pages_at_least(len(numbers), documents, request.cover)
+        charge = allowance.reserve(rules, job_id, need, override=overridden_by is not None)
+        if not charge.ok and charge.limit is not None:
+            raise Rejected(
+                destinations.quota_reason(tenant, charge.limit, charge.used, need, at_least=True),
+                status=429,
+                headers={"Retry-After": str(seconds_to_midnight())},
+            )
+        if charge.limit is not None and charge.used > charge.limit:
+            broken.append(
+                f"daily page quota of {charge.limit} passed ({charge.used} pages used today)"
+            )
+    if overridden_by is None:
+        return None
+    return f"override_policy by {overridden_by}: " + (
+        "; ".join(broken) if broken else "no rule needed overriding"
+    )
+
+
 def submit(
     store: JobStore,
     settings: Settings,
@@ -180,18 +224,50 @@ def submit(
     request: FaxRequest,
     uploads: list[Upload],
     home_sites: set[str],
+    *,
+    overridden_by: str | None = None,
 ) -> tuple[FaxStatus, bool]:
     """Store a new fax (or find the one its idempotency key names). Returns ``(fax, new)``.
 
-    The caller starts rendering for a new fax (``Lifecycle.start``).
+    The caller starts rendering for a new fax (``Lifecycle.start``). ``overridden_by``: an
+    administrator (who and which key) who submits past the destination policy and quota.
     """
     numbers, docs = validate(request, uploads, settings, home_sites)
+    job_id = new_job_id()
+    allowance = Allowance(
+        store.r, destinations.FleetPolicy.from_settings(settings), settings.retention_seconds
+    )
+    replay = bool(
+        request.idempotency_key and store.r.exists(idem_key(tenant, request.idempotency_key))
+    )
+    note = admit(allowance, tenant, request, numbers, len(uploads), job_id, overridden_by, replay)
+    try:
+        stored, new = _store(store, settings, tenant, request, uploads, numbers, docs, job_id, note)
+    except BaseException:
+        allowance.release(job_id)
+        raise
+    if not new:
+        allowance.release(job_id)
+    return stored, new
+
+
+def _store(
+    store: JobStore,
+    settings: Settings,
+    tenant: str,
+    request: FaxRequest,
+    uploads: list[Upload],
+    numbers: list[str],
+    docs: list[DocumentInfo],
+    job_id: str,
+    note: str | None,
+) -> tuple[FaxStatus, bool]:
     created = now()
     check_schedule(request, settings, created)
     kill_after = request.kill_after_seconds or settings.kill_after_seconds
     start = max(created, request.send_after) if request.send_after else created
     fax = FaxStatus(
-        id=new_job_id(),
+        id=job_id,
         tenant=tenant,
         state=JobState.SUBMITTED,
         priority=request.priority,
@@ -215,7 +291,7 @@ def submit(
             pipe.set(keys.document(fax.id, i), upload.data, ex=settings.retention_seconds)
         pipe.execute()
     stored, new = store.create(
-        fax, request.idempotency_key, watch_after=settings.render_watch_seconds
+        fax, request.idempotency_key, watch_after=settings.render_watch_seconds, note=note
     )
     if not new:
         store.delete_documents(fax.id, len(uploads))

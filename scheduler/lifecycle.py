@@ -258,7 +258,15 @@ class Lifecycle:
 
     # -- events -----------------------------------------------------------------------
 
-    def on_render_done(self, draft: Draft, ev: RenderDone) -> list[Effect]:
+    def on_render_done(
+        self, draft: Draft, ev: RenderDone, over_quota: str | None = None
+    ) -> list[Effect]:
+        """Rendered: route (or schedule) each recipient. ``over_quota``: why the fax's true
+        size does not fit its tenant's daily page quota (``scheduler.allowance``); then
+        it fails before any call."""
+        rendering = any(r.state == S.RENDERING for r in draft.status.recipients)
+        if over_quota is not None and rendering:
+            return self._fail_rendering(draft, Cause.QUOTA_EXCEEDED, over_quota, ev.at, ev.pages)
         effects: list[Effect] = []
         draft.set(pages=ev.pages)
         at = ev.at
@@ -275,13 +283,20 @@ class Lifecycle:
         return effects
 
     def on_render_failed(self, draft: Draft, ev: RenderFailed) -> list[Effect]:
+        return self._fail_rendering(draft, Cause.RENDER_ERROR, ev.detail, ev.at)
+
+    def _fail_rendering(
+        self, draft: Draft, cause: Cause, detail: str, at: datetime, pages: int | None = None
+    ) -> list[Effect]:
         before = draft.status.state
         effects: list[Effect] = []
+        if pages is not None:
+            draft.set(pages=pages)
         for r in draft.status.recipients:
             if r.state == S.RENDERING:
-                draft.move(r.index, S.FAILED, cause=Cause.RENDER_ERROR, detail=ev.detail, at=ev.at)
+                draft.move(r.index, S.FAILED, cause=cause, detail=detail, at=at)
                 effects.append(self._changed(draft, r.index))
-        draft.set(cause=Cause.RENDER_ERROR, detail=ev.detail)
+        draft.set(cause=cause, detail=detail)
         return effects + self._settled(before, draft)
 
     def on_routed(self, draft: Draft, ev: Routed) -> list[Effect]:

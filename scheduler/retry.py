@@ -34,7 +34,14 @@ DIAL_CAUSES = frozenset(
 """Attempts that never reached the far end's fax machine."""
 
 FINAL_CAUSES = frozenset(
-    {Cause.INVALID_NUMBER, Cause.RENDER_ERROR, Cause.CANCELLED, Cause.KILL_TIME, Cause.NO_ROUTE}
+    {
+        Cause.INVALID_NUMBER,
+        Cause.RENDER_ERROR,
+        Cause.CANCELLED,
+        Cause.KILL_TIME,
+        Cause.NO_ROUTE,
+        Cause.QUOTA_EXCEEDED,
+    }
 )
 
 NOT_A_FAX_LIMIT = 2

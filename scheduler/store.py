@@ -174,12 +174,15 @@ class JobStore:
         watch_after: float | None = None,
         min_replicas: int | None = None,
         replica_timeout_ms: int | None = None,
+        note: str | None = None,
     ) -> tuple[FaxStatus, bool]:
         """Store a new fax; with an idempotency key already used, return the original.
 
         ``watch_after``: seconds after which the fax's watchdog looks at it (a node that
         dies between storing a fax and starting it leaves it ``submitted``: the watch
         starts it). Written in the same transaction as the fax.
+
+        ``note``: the detail of the fax's first history entry (who overrode a policy).
 
         Returns ``(fax, created)``. The key check and the write are one transaction, so two
         concurrent submissions with the same key yield one fax.
@@ -195,7 +198,11 @@ class JobStore:
         jkey = job_key(status.id)
         ikey = idem_key(status.tenant, idempotency_key) if idempotency_key else None
         created_transition = Transition(
-            at=status.created_at, recipient=None, from_state=None, to_state=status.state
+            at=status.created_at,
+            recipient=None,
+            from_state=None,
+            to_state=status.state,
+            detail=note,
         )
         with self.r.pipeline() as pipe:
             while True:

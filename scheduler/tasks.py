@@ -23,6 +23,7 @@ from celery import Task, signals
 
 from faxfleet import celery_app as names
 from faxfleet import keys
+from faxfleet.destinations import FleetPolicy
 from faxfleet.messages import (
     SETTLED_STATES,
     AttemptProgress,
@@ -44,6 +45,7 @@ from faxfleet.messages import (
 from faxfleet.redis_conn import NotReplicated
 from faxfleet.runtime import runtime
 from scheduler import inbound, lifecycle, notify, outbox
+from scheduler.allowance import Allowance
 from scheduler.lifecycle import Changed, Effect, Lifecycle, Notify, Render, Route
 from scheduler.store import Draft, JobStore, UnknownJob
 
@@ -232,7 +234,8 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
     handler: Callable[[Draft], list[Effect]]
     match ev:
         case RenderDone():
-            handler = lambda d: m.on_render_done(d, ev)  # noqa: E731
+            over_quota = _charge_rendered(ev)
+            handler = lambda d: m.on_render_done(d, ev, over_quota)  # noqa: E731
         case RenderFailed():
             handler = lambda d: m.on_render_failed(d, ev)  # noqa: E731
         case Routed():
@@ -256,6 +259,21 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
         # Acknowledged only once a replica holds the change: a failover must not undo a
         # result. Applied again, the event changes nothing if the change survived.
         raise self.retry(exc=exc, countdown=0.5, max_retries=60) from exc
+
+
+@lru_cache(maxsize=1)
+def allowance() -> Allowance:
+    return Allowance(rt.redis, FleetPolicy.from_settings(settings), settings.retention_seconds)
+
+
+def _charge_rendered(ev: RenderDone) -> str | None:
+    """Charge a rendered fax's true page count to its tenant's day (once, however often
+    the event comes); why it does not fit the quota, if it does not."""
+    try:
+        fax = store().get(ev.job_id)
+    except UnknownJob:
+        return None
+    return allowance().settle(fax, ev.pages)
 
 
 def _backoff(attempt: int) -> float:
