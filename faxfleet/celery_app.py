@@ -25,13 +25,14 @@ so workers survive a failover; queueing a task retries for ``redis_failover_seco
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
 
 from faxfleet import kombu_sentinel  # noqa: F401 - the transport of sentinel:// URLs
 from faxfleet.messages import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, EventEnvelope
-from faxfleet.redis_conn import SENTINEL_SOCKET_TIMEOUT, is_sentinel_url, parse_sentinel_url
+from faxfleet.redis_conn import RedisAccess, is_sentinel_url, is_tls_url, parse_sentinel_url
 from faxfleet.settings import Settings, get_settings
 
 # Task names (the contracts between services).
@@ -70,6 +71,20 @@ def celery_priority(priority: int) -> int:
     return PRIORITY_MAX - clamped
 
 
+class _UrlOnlyConnectionWarning(logging.Filter):
+    """Celery masks the broker URL in the settings it shows (``inspect conf``, which
+    Flower asks every worker for) by building a kombu ``Connection`` from the URL alone,
+    never used to connect; with ``rediss://`` kombu then warns that it "defaults to
+    insecure SSL behaviour". Every connection the fleet makes has ``broker_use_ssl``
+    (the certificate required), so the warning is noise that would alarm an operator."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Secure redis scheme specified (rediss)")
+
+
+_URL_ONLY_WARNING = _UrlOnlyConnectionWarning()
+
+
 def make_celery(name: str, settings: Settings | None = None) -> Celery:
     """A Celery app configured for the fleet (no result backend: results are events)."""
     s = settings or get_settings()
@@ -84,21 +99,25 @@ def make_celery(name: str, settings: Settings | None = None) -> Celery:
         "socket_timeout": 10.0,
         "socket_connect_timeout": 5.0,
     }
-    sentinel: dict[str, Any] = {}
+    access = RedisAccess.of(s)
+    extra: dict[str, Any] = {}
+    if is_tls_url(broker):
+        # kombu alone would accept any certificate on rediss:// (CERT_NONE, a warning).
+        extra["broker_use_ssl"] = access.ssl_options()
+        kombu_log = logging.getLogger("kombu.connection")
+        if _URL_ONLY_WARNING not in kombu_log.filters:
+            kombu_log.addFilter(_URL_ONLY_WARNING)
     if is_sentinel_url(broker):
         # kombu's Sentinel transport: the sentinels in the URL, the group in the options.
         target = parse_sentinel_url(broker)
         broker = target.kombu_url()
         transport_options["master_name"] = target.master
         transport_options["failover_seconds"] = s.redis_failover_seconds
-        transport_options["sentinel_kwargs"] = {
-            "socket_timeout": SENTINEL_SOCKET_TIMEOUT,
-            "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT,
-        }
+        transport_options["sentinel_kwargs"] = access.sentinel_options(target.tls)
         # Queueing a task rides out a failover as Redis commands do (kombu's default
         # gives up after 3 quick tries, well before the sentinels have promoted a replica).
         step = 0.5
-        sentinel["task_publish_retry_policy"] = {
+        extra["task_publish_retry_policy"] = {
             "max_retries": max(3, int(s.redis_failover_seconds / step)),
             "interval_start": 0,
             "interval_step": step,
@@ -121,7 +140,7 @@ def make_celery(name: str, settings: Settings | None = None) -> Celery:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        **sentinel,
+        **extra,
     )
     return app
 

@@ -412,7 +412,8 @@ def up(
         name, _, lines = item.partition(":")
         specs.append(SiteSpec(name, int(lines or 2)))
     settings = get_settings()
-    setup_logging(settings.log_level, settings.log_format)  # restarts are logged
+    # Restarts are logged; no secret in a line.
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness probe
     env = {"FAXFLEET_REDIS_URL": settings.redis_url}
     fleet = Fleet(

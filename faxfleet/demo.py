@@ -10,6 +10,7 @@ mid-fax, one never answering); shows progress live and ends with a summary. With
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
 import threading
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import redis
 from aiosmtpd.controller import Controller
 from rich.console import Console
 from rich.live import Live
@@ -30,6 +30,7 @@ from faxfleet.cli import fax_table
 from faxfleet.client import FaxClient
 from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.messages import SETTLED_STATES, FaxStatus
+from faxfleet.redact import redact_url
 from faxfleet.redis_server import RedisServer, free_port
 from faxfleet.sample_group import declare
 
@@ -154,7 +155,9 @@ def summary_table(faxes: list[FaxStatus]) -> Table:
 def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | None = None) -> int:
     run_dir = (run_dir or Path(".fleet")).resolve()
     shutil.rmtree(run_dir / "redis", ignore_errors=True)  # every demo starts empty
-    server = RedisServer(run_dir / "redis", appendonly=True).start()
+    # A password of its own each run: other users of the machine cannot reach its Redis.
+    password = secrets.token_hex(16)
+    server = RedisServer(run_dir / "redis", appendonly=True, password=password).start()
     mails = _MailCounter()
     smtp_port = free_port()
     smtp = Controller(mails, hostname="127.0.0.1", port=smtp_port)
@@ -186,7 +189,7 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
             "Group [bold]global[/]: paris and newyork with their cost tables "
             "(each cheap for its own country)."
         )
-        r = redis.Redis.from_url(server.url)
+        r = server.client()
         for number, script in SCRIPTS.items():
             r.rpush(keys.sim_script(number), *script)
         with FaxClient(fleet.api_url, api_key="demo-key") as client:
@@ -220,7 +223,8 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
             console.print(
                 f"\nThe fleet is running. API {fleet.api_url} (docs: {fleet.api_url}/docs, "
                 f"key demo-key)\nFlower http://127.0.0.1:{flower_port}   "
-                f"Redis {server.url}\nTry: FAXFLEET_API_URLS={fleet.api_url} "
+                f"Redis {redact_url(server.url)} (password in {server.directory}/access.conf)"
+                f"\nTry: FAXFLEET_API_URLS={fleet.api_url} "
                 f"FAXFLEET_API_KEY=demo-key .venv/bin/faxfleet status\nCtrl-C stops everything."
             )
             stop.wait()

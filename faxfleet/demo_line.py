@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
 import shutil
 import signal
 import threading
@@ -182,7 +183,7 @@ def run_demo_line(*, far_end: FarEndKind = "efax", run_dir: Path | None = None) 
     with SoftLine(far_end=far_end) as line:
         where = f"namespace {line.namespace.name}" if line.namespace else "host loopback"
         console.print(f"modem A {line.modem_a} (faxfleet), modem B {line.modem_b}, {where}")
-        server = RedisServer(run_dir / "redis").start()
+        server = RedisServer(run_dir / "redis", password=secrets.token_hex(16)).start()
         mails = _Mails()
         smtp = Controller(mails, hostname="127.0.0.1", port=free_port())
         smtp.start()

@@ -12,6 +12,7 @@ has logged that it is ready.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -26,7 +27,7 @@ import httpx
 import redis
 
 from faxfleet import heartbeat, keys
-from faxfleet.redis_conn import connect_url
+from faxfleet.redis_conn import RedisAccess, connect_url
 from faxfleet.redis_server import free_port
 from faxfleet.supervisor import Backoff, Restart, Supervisor
 from faxfleet.topology import LINE_SLOTS, LOOP_KINDS, ServiceSpec, SiteSpec, topology
@@ -87,6 +88,7 @@ class Fleet:
             processes=self.processes,
         )
         self._ready_seen: set[tuple[str, int]] = set()
+        self._clients: dict[tuple[str, RedisAccess], redis.Redis] = {}
 
     @property
     def api_url(self) -> str:
@@ -183,7 +185,14 @@ class Fleet:
         return ok
 
     def _redis(self) -> redis.Redis:
-        return connect_url(self.env["FAXFLEET_REDIS_URL"], socket_timeout=2, failover_seconds=2)
+        """A client as the fleet's processes connect (they get this environment too)."""
+        env = {**os.environ, **self.env}
+        key = (env["FAXFLEET_REDIS_URL"], RedisAccess.from_env(env))
+        if key not in self._clients:  # one pool, not a TLS handshake per readiness probe
+            self._clients[key] = connect_url(
+                key[0], access=key[1], socket_timeout=2, failover_seconds=2
+            )
+        return self._clients[key]
 
     def _exists(self, key: str) -> bool:
         try:

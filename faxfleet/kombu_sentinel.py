@@ -18,8 +18,9 @@ kombu 5.7's ``SentinelTransport``:
   is promoted (not after the visibility timeout), and a worker reconnects at its first
   attempt after the promotion. The blocking ``BRPOP`` connection is left as kombu has
   it: a lost one makes the worker reconnect.
-* **Connections reconnect to the current master** (:class:`FollowingConnection`), not
-  to the address they had before the failover.
+* **Connections reconnect to the current master** (:class:`FollowingConnection`, or
+  :class:`FollowingSSLConnection` over TLS), not to the address they had before the
+  failover.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.redis import SentinelChannel as _KombuSentinelChannel
 from kombu.transport.redis import SentinelTransport as _KombuSentinelTransport
 
-from faxfleet.redis_conn import FailoverRetry, FollowingConnection
+from faxfleet.redis_conn import FailoverRetry, FollowingConnection, FollowingSSLConnection
 
 DEFAULT_FAILOVER_SECONDS = 30.0
 
 
 class SentinelChannel(_KombuSentinelChannel):
     connection_class = FollowingConnection
+    connection_class_ssl = FollowingSSLConnection
     from_transport_options = (
         *_KombuSentinelChannel.from_transport_options,
         "failover_seconds",

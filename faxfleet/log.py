@@ -2,6 +2,12 @@
 
 Call sites pass context as keyword arguments (``log.info("dialing", job=..., site=...)``);
 the formatter renders ``key=value`` pairs (text) or one JSON object per line (json).
+
+No secret reaches a log line: the formatter replaces every secret the process was given
+(:meth:`faxfleet.settings.Settings.secret_values`: API and admin keys, the webhook
+secret, passwords, URL passwords) by ``***`` in the whole line, exception text included,
+whatever put it there; so does a filter on the handlers uvicorn installs for its own
+loggers (which do not reach the root logger).
 """
 
 from __future__ import annotations
@@ -9,17 +15,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any
+
+from faxfleet.redact import Scrubber
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class _ContextFormatter(logging.Formatter):
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.fmt = fmt
+        self.scrub = Scrubber(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
+        return self.scrub(self._format(record))
+
+    def _format(self, record: logging.LogRecord) -> str:
         ctx = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
         if self.fmt == "json":
             doc = {
@@ -70,18 +83,46 @@ class ContextLogger:
         self._emit(logging.ERROR, msg, True, ctx)
 
 
+class _ScrubFilter(logging.Filter):
+    """Scrubs a record's message and exception text for handlers with formatters of
+    their own (uvicorn's)."""
+
+    def __init__(self, scrub: Scrubber) -> None:
+        super().__init__()
+        self.scrub = scrub
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.scrub.secrets:
+            record.msg, record.args = self.scrub(record.getMessage()), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = self.scrub(record.exc_text)
+        return True
+
+
+_OWN_HANDLER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def get_logger(name: str) -> ContextLogger:
     return ContextLogger(name)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Install the structured formatter on the root logger (idempotent)."""
+def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
+    """Install the structured formatter on the root logger (idempotent); ``secrets``
+    never appear in a line (each is replaced by ``***``)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_faxfleet", False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_ContextFormatter(fmt))
+    handler.setFormatter(_ContextFormatter(fmt, secrets))
     handler._faxfleet = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    scrub = _ScrubFilter(Scrubber(secrets))
+    for name in _OWN_HANDLER_LOGGERS:
+        for other in logging.getLogger(name).handlers:
+            for old in [f for f in other.filters if isinstance(f, _ScrubFilter)]:
+                other.removeFilter(old)
+            other.addFilter(scrub)

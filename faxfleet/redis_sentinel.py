@@ -13,11 +13,19 @@ same master is failed over again). Production groups use larger values (docs/rel
 Failure drills: :meth:`SentinelGroup.kill_master` (SIGKILL), :meth:`wait_for_promotion`
 (until the sentinels name another master), :meth:`rejoin` (the old master back, as a
 replica of the new one). Nothing here touches a Redis it did not start.
+
+Access control: with ``password`` every Redis node requires it (``requirepass``) and
+replicas and sentinels present it to the master (``masterauth``, ``sentinel auth-pass``);
+with ``sentinel_password`` the sentinels require theirs (``requirepass``, which they also
+present to each other); with ``tls`` (:func:`~faxfleet.redis_server.make_tls_files`)
+every node and sentinel listens for TLS only, replication and sentinel links included.
+Secrets go into configuration files only their owner can read, never on a command line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import shutil
 import signal
@@ -25,10 +33,12 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
-from faxfleet.redis_server import free_port
+from faxfleet.redis_conn import RedisAccess
+from faxfleet.redis_server import TlsFiles, conf_quote, free_port, write_private
 
 MASTER_NAME = "faxfleet"
 DOWN_AFTER_MS = 1000
@@ -45,6 +55,19 @@ def _redis_server() -> str:
     return exe
 
 
+def _listen(port: int, tls: TlsFiles | None) -> list[str]:
+    """Configuration lines: where to listen, and the TLS files."""
+    if tls is None:
+        return [f"port {port}"]
+    return ["port 0", f"tls-port {port}", *tls.server_config()]
+
+
+def _client(port: int, password: str | None, tls: TlsFiles | None, **kwargs: object) -> redis.Redis:
+    if tls is not None:
+        kwargs.update(ssl=True, **tls.access().ssl_options())
+    return redis.Redis(host=HOST, port=port, password=password, **kwargs)  # type: ignore[arg-type]
+
+
 @dataclass
 class RedisNode:
     """One ``redis-server`` of the group (master or replica: roles change on failover)."""
@@ -52,6 +75,8 @@ class RedisNode:
     name: str
     directory: Path
     port: int
+    password: str | None = field(default=None, repr=False)
+    tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -63,14 +88,19 @@ class RedisNode:
         return self.process is not None and self.process.poll() is None
 
     def client(self, **kwargs: object) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
+        return _client(self.port, self.password, self.tls, socket_timeout=5, **kwargs)
 
     def start(self, replicaof: Address | None = None, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        config = _listen(self.port, self.tls)
+        if self.password:
+            # Every node may become the master, or a replica of another one.
+            pw = conf_quote(self.password)
+            config += [f"requirepass {pw}", f"masterauth {pw}"]
+        conf = write_private(self.directory / "access.conf", "\n".join(config) + "\n")
         args = [
             _redis_server(),
-            "--port",
-            str(self.port),
+            str(conf),
             "--bind",
             HOST,
             "--dir",
@@ -121,6 +151,9 @@ class SentinelProcess:
     directory: Path
     port: int
     myid: str = field(default_factory=lambda: secrets.token_hex(20))
+    password: str | None = field(default=None, repr=False)
+    """What this sentinel requires of its clients (and presents to other sentinels)."""
+    tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -128,12 +161,12 @@ class SentinelProcess:
         return self.process is not None and self.process.poll() is None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port, socket_timeout=2, decode_responses=True)
+        return _client(self.port, self.password, self.tls, socket_timeout=2, decode_responses=True)
 
     def start(self, config: str, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        conf = self.directory / "sentinel.conf"  # the sentinel rewrites it: keep it its own
-        conf.write_text(config)
+        # The sentinel rewrites it: keep it its own; it may hold passwords: keep it private.
+        conf = write_private(self.directory / "sentinel.conf", config)
         self.process = subprocess.Popen(
             [_redis_server(), str(conf), "--sentinel"],
             stdout=subprocess.DEVNULL,
@@ -182,6 +215,12 @@ class SentinelGroup:
     master_name: str = MASTER_NAME
     down_after_ms: int = DOWN_AFTER_MS
     failover_timeout_ms: int = FAILOVER_TIMEOUT_MS
+    password: str | None = field(default=None, repr=False)
+    """Required by every Redis node (in :attr:`url`)."""
+    sentinel_password: str | None = field(default=None, repr=False)
+    """Required by every sentinel (``FAXFLEET_REDIS_SENTINEL_PASSWORD``)."""
+    tls: TlsFiles | None = None
+    """TLS only, everywhere (``?tls=yes`` in :attr:`url`)."""
     nodes: list[RedisNode] = field(default_factory=list, init=False)
     watchers: list[SentinelProcess] = field(default_factory=list, init=False)
 
@@ -192,19 +231,40 @@ class SentinelGroup:
     @property
     def url(self) -> str:
         """``FAXFLEET_REDIS_URL`` for this group."""
-        parts = [f"sentinel://{HOST}:{s.port}" for s in self.watchers]
-        return ";".join(parts) + f"/0?master={self.master_name}"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        parts = [f"sentinel://{auth}{HOST}:{s.port}" for s in self.watchers]
+        tls = "&tls=yes" if self.tls else ""
+        return ";".join(parts) + f"/0?master={self.master_name}{tls}"
+
+    @property
+    def access(self) -> RedisAccess:
+        """What a client needs beyond :attr:`url` (the sentinels' password, TLS files)."""
+        files = self.tls.access() if self.tls else RedisAccess()
+        return dataclasses.replace(files, sentinel_password=self.sentinel_password)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The settings that point a fleet at this group."""
+        return {"FAXFLEET_REDIS_URL": self.url, **self.access.env()}
 
     # -- starting and stopping -------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> SentinelGroup:
         self.directory = self.directory.resolve()
         self.nodes = [
-            RedisNode(f"redis-{i}", self.directory / f"redis-{i}", free_port())
+            RedisNode(
+                f"redis-{i}", self.directory / f"redis-{i}", free_port(), self.password, self.tls
+            )
             for i in range(1 + self.replicas)
         ]
         self.watchers = [
-            SentinelProcess(f"sentinel-{i}", self.directory / f"sentinel-{i}", free_port())
+            SentinelProcess(
+                f"sentinel-{i}",
+                self.directory / f"sentinel-{i}",
+                free_port(),
+                password=self.sentinel_password,
+                tls=self.tls,
+            )
             for i in range(self.sentinels)
         ]
         try:
@@ -224,7 +284,7 @@ class SentinelGroup:
     def _sentinel_config(self, me: SentinelProcess, master: Address) -> str:
         name = self.master_name
         lines = [
-            f"port {me.port}",
+            *_listen(me.port, self.tls),
             f"bind {HOST}",
             f"dir {me.directory}",
             f"logfile {me.directory / 'sentinel.log'}",
@@ -235,6 +295,10 @@ class SentinelGroup:
             f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
             f"sentinel parallel-syncs {name} 1",
         ]
+        if self.password:
+            lines.append(f"sentinel auth-pass {name} {conf_quote(self.password)}")
+        if self.sentinel_password:
+            lines.append(f"requirepass {conf_quote(self.sentinel_password)}")
         # Known from the start rather than discovered (hello messages every 2 s, INFO
         # every 10 s): a failover right after start has its quorum and its replica.
         lines += [f"sentinel known-replica {name} {HOST} {n.port}" for n in self.nodes[1:]]

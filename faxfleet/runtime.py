@@ -47,7 +47,7 @@ def _beat_while_working(sender: Any = None, **_: Any) -> None:
 
 def runtime(name: str) -> Runtime:
     settings = get_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     return Runtime(
         name=name,
         settings=settings,

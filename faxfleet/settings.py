@@ -8,14 +8,15 @@ defaults run a local fleet out of the box: a private Redis on port 6390, a site 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from faxfleet.egress import AllowList
 from faxfleet import destinations
+from faxfleet.egress import AllowList
 from faxfleet.modems import ModemLine
+from faxfleet.redact import redacted_fields, secret_values
 
 
 class Settings(BaseSettings):
@@ -27,7 +28,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6390/0"
     """Job store, shared site state and (unless ``broker_url`` is set) the Celery broker.
     A Sentinel group instead of one Redis: ``sentinel://h1:26379;sentinel://h2:26379;
-    sentinel://h3:26379/0?master=<name>`` (faxfleet/redis_conn.py, docs/reliability.md)."""
+    sentinel://h3:26379/0?master=<name>`` (faxfleet/redis_conn.py, docs/reliability.md).
+    A password goes in the URL (``redis://:<password>@host:6379/0``); ``rediss://`` (or
+    ``?tls=yes`` on a Sentinel URL) connects with TLS (docs/administration.md)."""
     redis_min_replicas_ack: int | None = Field(None, ge=0)
     """Replicas that must confirm a new fax (Redis ``WAIT``) before the API answers 201;
     default: 1 with a Sentinel URL, 0 with a single Redis."""
@@ -37,6 +40,17 @@ class Settings(BaseSettings):
     """With Sentinel: how long a Redis command (or a task being queued) keeps retrying
     through connection errors, asking the sentinels for the master again, before it fails.
     Longer than a failover (about 3 s with ``down-after-milliseconds`` 1000)."""
+    redis_sentinel_password: str | None = None
+    """The password the sentinels themselves require (their ``requirepass``); unset:
+    sentinels are asked without one. The master's password is the URL's."""
+    redis_tls_ca: str | None = None
+    """CA certificate file (PEM) that Redis's certificate must chain to, with a
+    ``rediss://`` URL or a Sentinel URL with ``?tls=yes``; unset: the system's CAs."""
+    redis_tls_cert: str | None = None
+    """Client certificate file (PEM) for Redis servers that require one
+    (``tls-auth-clients yes``), with ``redis_tls_key``."""
+    redis_tls_key: str | None = None
+    """The client certificate's private key file (PEM)."""
     broker_url: str | None = None
     visibility_timeout: int = 300
     """Seconds before Redis hands an unacknowledged task to another worker, so a message
@@ -258,6 +272,7 @@ class Settings(BaseSettings):
     @property
     def callback_allow_list(self) -> AllowList:
         return AllowList.parse(self.callback_allow)
+
     @field_validator("destination_barred_types")
     @classmethod
     def _known_types(cls, value: str) -> str:
@@ -320,6 +335,16 @@ class Settings(BaseSettings):
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
+
+    def secret_values(self) -> set[str]:
+        """Every secret this node was given (keys, passwords, URL passwords): what the
+        log formatter scrubs from each line (faxfleet/redact.py)."""
+        return secret_values((name, getattr(self, name)) for name in type(self).model_fields)
+
+    def __repr_args__(self) -> Any:
+        # repr() and str() of the settings (a settings dump in a log line, a traceback)
+        # show no key or password.
+        return redacted_fields(super().__repr_args__())
 
 
 @lru_cache(maxsize=1)

@@ -39,7 +39,7 @@ from faxfleet.messages import (
     SiteStatus,
     now,
 )
-from faxfleet.redis_conn import connect_url
+from faxfleet.redis_conn import RedisAccess, connect_url
 from faxfleet.runtime import runtime
 from faxfleet.settings import get_settings
 from workers.inbound import deliver_inbound
@@ -84,7 +84,12 @@ def _redis() -> redis.Redis:
 def _quick_redis() -> redis.Redis:
     """For what a call asks between pages (the cancel flag): answered in half a second or
     not at all, so a slow or cut link to Redis never holds a call up."""
-    return connect_url(settings.redis_url, failover_seconds=0.5, socket_timeout=0.5)
+    return connect_url(
+        settings.redis_url,
+        access=RedisAccess.of(settings),
+        failover_seconds=0.5,
+        socket_timeout=0.5,
+    )
 
 
 @lru_cache(maxsize=1)
@@ -93,7 +98,8 @@ def _network() -> SimulatedNetwork:
     or in ``sim_network_redis_url``: a network of its own, which a test that cuts a site
     off from the fleet leaves reachable (a real line does not need the fleet's Redis)."""
     if settings.sim_network_redis_url:
-        return SimulatedNetwork(redis.Redis.from_url(settings.sim_network_redis_url))
+        url = settings.sim_network_redis_url
+        return SimulatedNetwork(connect_url(url, access=RedisAccess.of(settings)))
     return SimulatedNetwork(_redis())
 
 
