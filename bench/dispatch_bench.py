@@ -83,6 +83,7 @@ SAMPLE_SECONDS = 0.05
 SEED = 20261125
 
 BASE_ENV = {
+    "FAXFLEET_DEMO": "1",  # a local test fleet: the demo's keys are accepted
     # Real seconds: the simulated line's dial and page times are not scaled, and with a
     # scale of 1 no watchdog (routing: resend the order; site: outcome uncertain) fires
     # while a fax waits its turn in a long backlog, which would add work not part of

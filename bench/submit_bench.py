@@ -62,6 +62,7 @@ SITES = [SiteSpec("paris", 4), SiteSpec("newyork", 4)]
 SETTLED = {"done", "failed", "cancelled", "outcome_uncertain"}
 
 FLEET_ENV = {
+    "FAXFLEET_DEMO": "1",  # a local test fleet: the demo's keys are accepted
     # Fast simulated lines and a scaled clock, as in the tests, but with watchdogs long
     # enough (10 s after scaling) that a slow moment never triggers a re-route, which
     # would add transitions that are not part of the normal path being measured.

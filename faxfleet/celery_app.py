@@ -17,6 +17,12 @@ transport (see docs/architecture.md for the measurements behind them):
   A send redelivered while its call goes on is refused by its claim; the call itself is
   protected by its lease (``faxfleet/inflight.py``), not by this timeout.
 
+Task messages carry fax numbers, senders and notification targets; what Celery shows of
+them (the ``argsrepr``/``kwargsrepr`` of the message, which task events and so Flower
+display, and a worker's answer to ``inspect active|reserved|scheduled``) is reduced to
+the identifiers in :data:`SHOWN_FIELDS`, and a failure shows its exception's type only
+(the worker's log has the rest).
+
 With a ``sentinel://`` Redis URL the broker is kombu's Sentinel transport on the same
 group (``master_name`` in the transport options), as adapted in ``faxfleet.kombu_sentinel``
 so workers survive a failover; queueing a task retries for ``redis_failover_seconds``
@@ -28,7 +34,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.app.amqp import AMQP
+from celery.worker.request import Request
 
 from faxfleet import kombu_sentinel  # noqa: F401 - the transport of sentinel:// URLs
 from faxfleet.messages import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, EventEnvelope
@@ -83,6 +91,58 @@ class _UrlOnlyConnectionWarning(logging.Filter):
 
 
 _URL_ONLY_WARNING = _UrlOnlyConnectionWarning()
+SHOWN_FIELDS = frozenset(
+    {"job_id", "inbound_id", "recipient", "attempt", "seq", "kind", "site", "home_site"}
+)
+"""Fields of a task's arguments that task events (and Flower) show: identifiers that
+say which fax and attempt a task is about, nothing about who sends to whom."""
+
+
+def redact(value: Any) -> Any:
+    """``value`` with only :data:`SHOWN_FIELDS` kept (at any depth) and every other
+    scalar hidden."""
+    if isinstance(value, dict):
+        shown = {}
+        for k, v in value.items():
+            if isinstance(v, dict | list | tuple):
+                shown[k] = redact(v)
+            elif k in SHOWN_FIELDS:
+                shown[k] = v
+        return shown
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value if isinstance(v, dict | list | tuple)]
+    return None
+
+
+class RedactingAMQP(AMQP):
+    """Every task message shows redacted arguments, whoever sends it (a retry too)."""
+
+    def as_task_v2(
+        self, task_id: str, name: str, args: Any = None, kwargs: Any = None, *a: Any, **kw: Any
+    ) -> Any:
+        kw["argsrepr"] = repr(redact(list(args or ())))
+        kw["kwargsrepr"] = repr(redact(dict(kwargs or {})))
+        return super().as_task_v2(task_id, name, args, kwargs, *a, **kw)
+
+
+class RedactingRequest(Request):
+    """A worker's view of a task for ``inspect`` and its events: the redacted arguments,
+    and the type of a failure without its message (which may quote a number)."""
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        return super().info(safe=True)
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        exc = fields.get("exception")
+        if exc is not None:
+            kind = str(exc).split("(", 1)[0]
+            fields["exception"] = f"{kind}(details in the worker's log)"
+            fields["traceback"] = ""
+        super().send_event(type, **fields)
+
+
+class FleetTask(Task):
+    Request = "faxfleet.celery_app:RedactingRequest"
 
 
 def make_celery(name: str, settings: Settings | None = None) -> Celery:
@@ -123,7 +183,7 @@ def make_celery(name: str, settings: Settings | None = None) -> Celery:
             "interval_step": step,
             "interval_max": step,
         }
-    app = Celery(name, broker=broker, backend=None)
+    app = Celery(name, broker=broker, backend=None, amqp=RedactingAMQP, task_cls=FleetTask)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

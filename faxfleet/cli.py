@@ -4,11 +4,14 @@ administer sites, groups and cost tables.
 Every fax command goes through the HTTP API (``FAXFLEET_API_URLS``, ``FAXFLEET_API_KEY``)
 with the same client business applications use; ``site``, ``group`` and ``costs`` go
 through the same API with the admin key (``--admin-key`` / ``FAXFLEET_ADMIN_KEY``).
+``keys`` mints API keys and prints the hashed entries the services are configured with.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +25,15 @@ from rich.table import Table
 
 from faxfleet.admin_client import AdminClient
 from faxfleet.client import FaxClient, FaxError
+from faxfleet.credentials import (
+    ADMIN_KEYS_VAR,
+    API_KEYS_VAR,
+    DEMO_VAR,
+    FLOWER_AUTH_VAR,
+    WEBHOOK_SECRET_VAR,
+    entry,
+    mint,
+)
 from faxfleet.messages import FaxStatus, InboundFax
 from faxfleet.settings import get_settings
 
@@ -416,6 +428,11 @@ def up(
     setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness probe
     env = {"FAXFLEET_REDIS_URL": settings.redis_url}
+    if DEMO_VAR not in os.environ:
+        # A local fleet on loopback: the demo's keys are accepted. FAXFLEET_DEMO=0 makes it
+        # refuse them as a deployment does.
+        env[DEMO_VAR] = "1"
+        console.print(f"demo mode: the demo's keys are accepted ({DEMO_VAR}=0 to refuse them)")
     fleet = Fleet(
         specs,
         env,
@@ -435,7 +452,7 @@ def up(
             raise click.ClickException(f"the fleet did not start: {exc}") from None
         console.print(
             f"fleet up: {len(fleet.processes)} processes, API {', '.join(fleet.api_urls)}, "
-            f"Flower http://127.0.0.1:{flower_port}"
+            f"Flower http://127.0.0.1:{flower_port} (user:password {fleet.flower_auth})"
         )
         stop.wait()
     finally:
@@ -443,6 +460,79 @@ def up(
         if fleet.restarts:
             counts = ", ".join(f"{n} {c}" for n, c in sorted(fleet.restarts.items()))
             console.print(f"restarts: {counts}")
+
+
+# -- keys and secrets ---------------------------------------------------------------------
+
+MIN_HASHED_KEY = 20
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Mint API keys and give the configuration their hashes only (a key is shown once
+    and stored nowhere). docs/administration.md#keys-and-secrets"""
+
+
+def _who(tenant: str | None, admin: bool) -> tuple[str, str]:
+    """(variable, prefix of the entry) for a tenant or an admin key."""
+    if bool(tenant) == admin:
+        raise click.UsageError("give --tenant NAME or --admin")
+    if tenant and ("=" in tenant or "," in tenant or tenant != tenant.strip()):
+        raise click.UsageError("a tenant name has no '=', ',' or surrounding spaces")
+    return (ADMIN_KEYS_VAR, "") if admin else (API_KEYS_VAR, f"{tenant}=")
+
+
+@keys_group.command("new")
+@click.option("--tenant", help="The tenant the key acts for.")
+@click.option("--admin", is_flag=True, help="An admin key (sites, groups, costs, any fax).")
+def keys_new(tenant: str | None, admin: bool) -> None:
+    """Mint a key: print it once, and the entry (its hash) for the configuration."""
+    var, prefix = _who(tenant, admin)
+    key = mint()
+    click.echo(f"key (shown once, stored nowhere): {key}")
+    click.echo(f"add to {var} (comma-separated; keep the old entry while clients move):")
+    click.echo(f"{prefix}{entry(key)}")
+
+
+@keys_group.command("hash")
+@click.option("--tenant", help="The tenant the key acts for.")
+@click.option("--admin", is_flag=True, help="An admin key.")
+def keys_hash(tenant: str | None, admin: bool) -> None:
+    """The configuration entry of an existing key, read from standard input (so it stays
+    out of the shell's history)."""
+    _, prefix = _who(tenant, admin)
+    key = sys.stdin.readline().strip()
+    if len(key) < MIN_HASHED_KEY:
+        raise click.ClickException(
+            f"a key of fewer than {MIN_HASHED_KEY} characters can be guessed from its hash: "
+            "mint one (faxfleet keys new)"
+        )
+    click.echo(f"{prefix}{entry(key)}")
+
+
+@keys_group.command("init")
+@click.option("--tenant", "tenants", multiple=True, required=True, help="Repeatable.")
+def keys_init(tenants: tuple[str, ...]) -> None:
+    """A new environment file for a deployment (compose's faxfleet.env): hashed keys for
+    each tenant and one admin, a webhook secret and Flower credentials on standard
+    output; the keys themselves on standard error, once."""
+    api, shown = [], []
+    for tenant in tenants:
+        _who(tenant, False)
+        key = mint()
+        api.append(f"{tenant}={entry(key)}")
+        shown.append(f"key of tenant {tenant}: {key}")
+    admin_key = mint()
+    shown.append(f"admin key: {admin_key}")
+    flower = f"admin:{secrets.token_urlsafe(18)}"
+    click.echo("# faxfleet secrets: keep this file private (chmod 600), out of version control.")
+    click.echo(f"{API_KEYS_VAR}={','.join(api)}")
+    click.echo(f"{ADMIN_KEYS_VAR}={entry(admin_key)}")
+    click.echo(f"{WEBHOOK_SECRET_VAR}={secrets.token_urlsafe(32)}")
+    click.echo(f"{FLOWER_AUTH_VAR}={flower}")
+    for line in shown:
+        click.echo(line, err=True)
+    click.echo(f"Flower: {flower} (also in the file)", err=True)
 
 
 # -- received faxes ------------------------------------------------------------------------

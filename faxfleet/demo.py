@@ -37,6 +37,8 @@ from faxfleet.sample_group import declare
 console = Console()
 
 DEMO_ENV = {
+    # A local demo: its well-known keys are accepted (a deployment refuses them).
+    "FAXFLEET_DEMO": "1",
     "FAXFLEET_TIME_SCALE": "0.02",  # a 3-minute busy retry takes 3.6 s
     # Real fax calls on emulated modems (docs/lines.md), 20 times faster than a line.
     "FAXFLEET_LINE_KIND": "emulated",
@@ -222,7 +224,8 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
         if keep and not stop.is_set():
             console.print(
                 f"\nThe fleet is running. API {fleet.api_url} (docs: {fleet.api_url}/docs, "
-                f"key demo-key)\nFlower http://127.0.0.1:{flower_port}   "
+                f"key demo-key)\nFlower http://127.0.0.1:{flower_port} "
+                f"(user:password {fleet.flower_auth})   "
                 f"Redis {redact_url(server.url)} (password in {server.directory}/access.conf)"
                 f"\nTry: FAXFLEET_API_URLS={fleet.api_url} "
                 f"FAXFLEET_API_KEY=demo-key .venv/bin/faxfleet status\nCtrl-C stops everything."

@@ -190,6 +190,7 @@ def run_demo_line(*, far_end: FarEndKind = "efax", run_dir: Path | None = None) 
         api_port = free_port()
         env = {
             **modem_env(line),
+            "FAXFLEET_DEMO": "1",  # a local demo: the demo's keys are accepted
             "FAXFLEET_REDIS_URL": server.url,
             "FAXFLEET_SMTP_PORT": str(smtp.port),
             "FAXFLEET_API_URLS": f"http://127.0.0.1:{api_port}",

@@ -11,9 +11,11 @@ has logged that it is ready.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -27,6 +29,7 @@ import httpx
 import redis
 
 from faxfleet import heartbeat, keys
+from faxfleet.credentials import FLOWER_AUTH_VAR
 from faxfleet.redis_conn import RedisAccess, connect_url
 from faxfleet.redis_server import free_port
 from faxfleet.supervisor import Backoff, Restart, Supervisor
@@ -69,8 +72,14 @@ class Fleet:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_ports: list[int] = field(default_factory=list)
     admin_ports: list[int] = field(default_factory=list)
+    flower_auth: str | None = None
+    """Flower's ``user:password``: the environment's ``FAXFLEET_FLOWER_BASIC_AUTH``, else
+    a new password for this run (given to the Flower process only)."""
 
     def __post_init__(self) -> None:
+        if self.flower_port and not self.flower_auth:
+            given = self.env.get(FLOWER_AUTH_VAR) or os.environ.get(FLOWER_AUTH_VAR)
+            self.flower_auth = given or f"flower:{secrets.token_urlsafe(18)}"
         if self.admin_port is None:
             self.admin_port = free_port()
         if not self.api_ports:
@@ -112,7 +121,7 @@ class Fleet:
         return self.supervisor.history
 
     def topology(self) -> list[ServiceSpec]:
-        return topology(
+        specs = topology(
             self.sites,
             api_port=self.api_ports,
             admin_port=self.admin_ports,
@@ -120,6 +129,12 @@ class Fleet:
             replicas=self.replicas,
             admin_host="127.0.0.1",
         )
+        return [
+            dataclasses.replace(s, env={**s.env, FLOWER_AUTH_VAR: self.flower_auth})
+            if s.kind == "flower" and self.flower_auth
+            else s
+            for s in specs
+        ]
 
     # -- starting and stopping ------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Every service reads the same class so that a single environment describes a node. The
 defaults run a local fleet out of the box: a private Redis on port 6390, a site named
-``paris`` with four emulated fax lines, an API on port 8040 and a demo tenant.
+``paris`` with four emulated fax lines, an API on port 8040 and a demo tenant, whose
+keys the services accept in demo mode only (``FAXFLEET_DEMO=1``, as ``faxfleet demo`` and
+``faxfleet up`` set it; faxfleet/credentials.py).
 """
 
 from __future__ import annotations
@@ -10,10 +12,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from faxfleet import destinations
+from faxfleet.credentials import KeyRing, parse_admin_keys, parse_tenant_keys
 from faxfleet.egress import AllowList
 from faxfleet.modems import ModemLine
 from faxfleet.redact import redacted_fields, secret_values
@@ -22,7 +32,10 @@ from faxfleet.redact import redacted_fields, secret_values
 class Settings(BaseSettings):
     """Configuration of one faxfleet node (API, scheduler, router or site worker)."""
 
-    model_config = SettingsConfigDict(env_prefix="FAXFLEET_", extra="ignore")
+    # An invalid value is not echoed in the error: it may be a key or a password.
+    model_config = SettingsConfigDict(
+        env_prefix="FAXFLEET_", extra="ignore", hide_input_in_errors=True
+    )
 
     # --- where the fleet meets -------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6390/0"
@@ -93,15 +106,23 @@ class Settings(BaseSettings):
     sim_dial_seconds: float = 0.5
     sim_page_seconds: float = 1.0
 
+    # --- secrets (docs/administration.md#keys-and-secrets) --------------------------------
+    demo: bool = False
+    """A local demo or test fleet: the demo's keys and secrets and plain keys are accepted.
+    Unset (every deployment), a service refuses to start on them and names the variable."""
+
     # --- HTTP API ----------------------------------------------------------------------
     api_urls: str = "http://127.0.0.1:8040"
     """Comma-separated API base URLs the client and CLI fail over between."""
     api_key: str = "demo-key"
     """The key the client and CLI present."""
     api_keys: str = "demo=demo-key"
-    """Comma-separated ``tenant=key`` pairs the API accepts."""
+    """Comma-separated ``tenant=sha256:<id>:<digest>`` pairs the API accepts (``faxfleet
+    keys new``), several per tenant while keys are rotated. A plain ``tenant=key`` (demo
+    only) is hashed when the settings load: this field then holds hashes only."""
     admin_keys: str = "admin-key"
-    """Comma-separated keys that may administer sites, groups and cost tables."""
+    """Comma-separated ``sha256:<id>:<digest>`` entries of the keys that may administer
+    sites, groups and cost tables (plain keys: demo only, hashed at load)."""
     admin_key: str = "admin-key"
     """The admin key the CLI presents for ``faxfleet site|group|costs``."""
     routing_admin_url: str = "http://127.0.0.1:8041"
@@ -213,7 +234,11 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_from: str = "faxfleet@localhost"
     webhook_secret: str = "change-me"
-    """HMAC-SHA256 key that signs result callbacks."""
+    """HMAC-SHA256 key that signs result callbacks (16 characters or more outside the
+    demo)."""
+    flower_basic_auth: SecretStr | None = None
+    """Flower's ``user:password`` (comma-separated for several): Flower does not start
+    without it (``python -m faxfleet.monitor``); the local launcher makes one up."""
     notify_max_attempts: int = 8
     notify_backoff_seconds: float = 5.0
     notify_timeout_seconds: float = 10.0
@@ -255,6 +280,23 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
+
+    _keys: KeyRing = PrivateAttr(default_factory=lambda: KeyRing([]))
+
+    @model_validator(mode="after")
+    def _hash_keys(self) -> Settings:
+        """Keep the accepted keys as hashes only, the plain ones hashed now."""
+        self._keys = KeyRing(
+            [*parse_tenant_keys(self.api_keys), *parse_admin_keys(self.admin_keys)]
+        )
+        self.api_keys = self._keys.entries(admin=False)
+        self.admin_keys = self._keys.entries(admin=True)
+        return self
+
+    @property
+    def keys(self) -> KeyRing:
+        """The API and admin keys this node accepts (``keys.match(presented)``)."""
+        return self._keys
 
     @field_validator("time_scale")
     @classmethod
@@ -315,23 +357,6 @@ class Settings(BaseSettings):
         if len(values) != 10 or any(v < 0 for v in values):
             raise ValueError("FAXFLEET_ROUTING_PROMISE_SECONDS needs 10 values >= 0 (0..9)")
         return values
-
-    @property
-    def admin_key_set(self) -> set[str]:
-        return {k.strip() for k in self.admin_keys.split(",") if k.strip()}
-
-    @property
-    def tenant_keys(self) -> dict[str, str]:
-        """API key -> tenant."""
-        pairs: dict[str, str] = {}
-        for item in self.api_keys.split(","):
-            if not item.strip():
-                continue
-            tenant, sep, key = item.strip().partition("=")
-            if not sep or not tenant or not key:
-                raise ValueError(f"FAXFLEET_API_KEYS entry {item!r} is not tenant=key")
-            pairs[key] = tenant
-        return pairs
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale

@@ -2,7 +2,8 @@
 
 A fleet is, per site: an event worker (lifecycle events), a notifier and a site worker
 with one thread per line; and once per fleet: the timer loop, the router, the
-dispatcher, the routing admin API, the renderer, the API and (optionally) Flower.
+dispatcher, the routing admin API, the renderer, the API and (optionally) Flower, which
+always asks for credentials. Every HTTP service binds to loopback unless told otherwise.
 
 With ``replicas=N`` (N >= 2, the "cluster" topology) every kind runs N times except the
 site worker: a site's lines are the devices of one process, so a site has one worker and
@@ -150,14 +151,7 @@ def topology(
         argv = _uvicorn("scheduler.api:app", bind, port)
         services.append(ServiceSpec(name, argv, env, "api", port=port))
     if flower_port:
-        argv = [
-            "-m",
-            "celery",
-            "-A",
-            "faxfleet.monitor",
-            "flower",
-            f"--port={flower_port}",
-            f"--address={bind}",
-        ]
+        # faxfleet.monitor starts Flower only with credentials (FAXFLEET_FLOWER_BASIC_AUTH).
+        argv = ["-m", "faxfleet.monitor", f"--port={flower_port}", f"--address={bind}"]
         services.append(ServiceSpec("flower", argv, home, "flower", port=flower_port))
     return services

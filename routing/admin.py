@@ -7,7 +7,8 @@ Rules:
 
 * Every request carries a key in ``X-API-Key``. Changes need an admin key
   (``FAXFLEET_ADMIN_KEYS``): none is 401, a tenant key is 403. Tenant keys may read the
-  site and group listings.
+  site and group listings. Keys are configured as hashes and compared in constant time
+  (``faxfleet/credentials.py``).
 * Changes take effect at once, without restarting anything: the registry bumps
   ``ff:rt:config-version`` (routers reload) and writes a site's line count where its
   worker reads it (:func:`faxfleet.keys.site_lines`).
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from faxfleet import keys
+from faxfleet.credentials import require_deployable
 from faxfleet.messages import SiteStatus
 from faxfleet.redis_conn import connect
 from faxfleet.settings import get_settings
@@ -121,12 +123,10 @@ def caller(x_api_key: Annotated[str | None, Header()] = None) -> str:
     """``admin`` or ``tenant``; 401 without a known key."""
     if not x_api_key:
         raise HTTPException(401, "missing X-API-Key header")
-    settings = get_settings()
-    if x_api_key in settings.admin_key_set:
-        return "admin"
-    if x_api_key in settings.tenant_keys:
-        return "tenant"
-    raise HTTPException(401, "unknown API key")
+    key = get_settings().keys.match(x_api_key)  # hashed, compared in constant time
+    if key is None:
+        raise HTTPException(401, "unknown API key")
+    return "admin" if key.admin else "tenant"
 
 
 def admin_only(role: Annotated[str, Depends(caller)]) -> None:
@@ -526,6 +526,14 @@ def rollback_costs(name: str, version: int) -> CostVersions:
 def healthz() -> dict[str, str]:
     _redis().ping()
     return {"status": "ok", "service": "routing-admin"}
+
+
+def _deployable() -> None:
+    """Outside the demo, refuse to serve on the demo's keys or on plain ones."""
+    require_deployable(get_settings(), "keys")
+
+
+app.router.on_startup.append(_deployable)
 
 
 __all__ = ["app"]

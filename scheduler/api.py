@@ -3,14 +3,14 @@
 Run: ``uvicorn scheduler.api:app``. ``/v1/sites`` and ``/v1/groups`` (site and group
 administration, cost tables, live site state) are relayed over HTTP to the routing
 service's admin API (``FAXFLEET_ROUTING_ADMIN_URL``), which checks the keys itself; the
-public API stays the one URL users know. Authentication is one API key per tenant in the
-``X-API-Key`` header; a tenant only ever sees its own faxes (another tenant's fax is a
-404, not a 403, so ids leak nothing).
+public API stays the one URL users know. Authentication is a tenant's API key in the
+``X-API-Key`` header (the configuration holds hashes, compared in constant time; a tenant
+may have several keys while one is rotated: ``faxfleet/credentials.py``); a tenant only
+ever sees its own faxes (another tenant's fax is a 404, not a 403, so ids leak nothing).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import sys
 from collections.abc import AsyncIterator
@@ -29,6 +29,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from faxfleet import health, heartbeat, keys
+from faxfleet.credentials import StoredKey, require_deployable
 from faxfleet.messages import (
     PRIORITY_DEFAULT,
     FaxRequest,
@@ -79,11 +80,19 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-def tenant_of(x_api_key: Annotated[str | None, Header()] = None) -> str:
+def _key(x_api_key: str | None) -> StoredKey:
+    """The configured key presented (hashed, compared in constant time), or 401."""
     if not x_api_key:
         raise HTTPException(401, "missing X-API-Key header")
-    tenant = settings.tenant_keys.get(x_api_key)
-    if tenant is None:
+    key = settings.keys.match(x_api_key)
+    if key is None:
+        raise HTTPException(401, "unknown API key")
+    return key
+
+
+def tenant_of(x_api_key: Annotated[str | None, Header()] = None) -> str:
+    tenant = _key(x_api_key).tenant
+    if tenant is None:  # an admin key acts as no tenant here
         raise HTTPException(401, "unknown API key")
     return tenant
 
@@ -435,7 +444,7 @@ class Caller:
 
     tenant: str | None
     key_id: str
-    """A fingerprint of the key (never the key itself), to tell keys apart in histories."""
+    """The key's public id (never the key itself), to tell keys apart in histories."""
 
     def describe(self, user: str | None) -> str:
         who = "admin" if self.tenant is None else f"tenant {self.tenant}"
@@ -445,15 +454,8 @@ class Caller:
 
 def caller_of(x_api_key: Annotated[str | None, Header()] = None) -> Caller:
     """A tenant key acts for its tenant; an admin key for every tenant."""
-    if not x_api_key:
-        raise HTTPException(401, "missing X-API-Key header")
-    key_id = hashlib.sha256(x_api_key.encode()).hexdigest()[:8]
-    tenant = settings.tenant_keys.get(x_api_key)
-    if tenant is not None:
-        return Caller(tenant, key_id)
-    if x_api_key in settings.admin_key_set:
-        return Caller(None, key_id)
-    raise HTTPException(401, "unknown API key")
+    key = _key(x_api_key)
+    return Caller(key.tenant, key.id)
 
 
 class ResolveRequest(BaseModel):
@@ -570,14 +572,7 @@ def preview_page(job_id: str, page: int, tenant: Tenant) -> Response:
 def inbound_viewer(x_api_key: Annotated[str | None, Header()] = None) -> str | None:
     """Whose received faxes a key shows: a tenant key its tenant's, an admin key the
     unrouted ones (a fax no route matched belongs to no tenant yet)."""
-    if not x_api_key:
-        raise HTTPException(401, "missing X-API-Key header")
-    tenant = settings.tenant_keys.get(x_api_key)
-    if tenant is not None:
-        return tenant
-    if x_api_key in settings.admin_key_set:
-        return None
-    raise HTTPException(401, "unknown API key")
+    return _key(x_api_key).tenant
 
 
 InboundViewer = Annotated[str | None, Depends(inbound_viewer)]
@@ -731,10 +726,16 @@ def fleet_health(_: Tenant) -> health.Health:
     return health.assess(health.snapshot(tasks.store().r))
 
 
+def _deployable() -> None:
+    """Outside the demo, refuse to serve on the demo's keys or on plain ones."""
+    require_deployable(settings, "keys")
+
+
 def _beat() -> None:
     heartbeat.start(lambda: tasks.rt.redis, "api")
 
 
+app.router.on_startup.append(_deployable)
 app.router.on_startup.append(_beat)
 
 

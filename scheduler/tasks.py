@@ -23,6 +23,7 @@ from celery import Task, signals
 
 from faxfleet import celery_app as names
 from faxfleet import keys
+from faxfleet.credentials import InsecureConfig, require_deployable
 from faxfleet.destinations import FleetPolicy
 from faxfleet.messages import (
     SETTLED_STATES,
@@ -51,6 +52,16 @@ from scheduler.store import Draft, JobStore, UnknownJob
 
 rt = runtime("scheduler")
 log, settings, app = rt.log, rt.settings, rt.app
+
+
+@signals.celeryd_init.connect(weak=False)
+def _deployable(**_: Any) -> None:
+    """Outside the demo, a scheduler worker (it signs callbacks) does not start on the
+    demo's webhook secret: the message names the variable."""
+    try:
+        require_deployable(settings, "webhook")
+    except InsecureConfig as exc:
+        raise SystemExit(f"faxfleet scheduler: {exc}") from None
 
 
 @lru_cache(maxsize=1)

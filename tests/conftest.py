@@ -8,6 +8,7 @@ loopback port in the test's temporary directory.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,11 @@ from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.redis_server import RedisServer, free_port
 
 WEBHOOK_SECRET = "test-webhook-secret"
+
+# Every service a test starts runs in demo mode (plain, short test keys accepted) unless
+# the test says otherwise; tests/test_credentials.py and tests/test_flower.py check the
+# refusals outside it.
+os.environ.setdefault("FAXFLEET_DEMO", "1")
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +166,7 @@ FAST_FLEET_ENV = {
     "FAXFLEET_LOAD_PUBLISH_INTERVAL": "0.3",
     "FAXFLEET_LOAD_TTL": "1.5",
     "FAXFLEET_NOTIFY_BACKOFF_SECONDS": "50",  # 0.1 s at this time scale
+    "FAXFLEET_DEMO": "1",  # test keys are plain and short: accepted in demo mode only
     "FAXFLEET_WEBHOOK_SECRET": WEBHOOK_SECRET,
     # Callbacks go to public addresses only by default: the receivers of the tests are on
     # loopback, opened here (tests/test_callback_guard_fleet.py runs a strict fleet).

@@ -157,20 +157,17 @@ def test_state_changes_are_published_as_celery_events(fleet: Fleet, api: httpx.C
     assert {"queued", "dialing", "sending"} <= set(states)
 
 
-def test_flower_sees_the_fleets_tasks(fleet: Fleet, api: httpx.Client) -> None:
+def test_flower_sees_the_fleets_tasks_behind_credentials_without_numbers(
+    fleet: Fleet, api: httpx.Client
+) -> None:
+    """Flower as the topology starts it (``faxfleet.monitor``): every page needs the
+    credentials, and the tasks it lists name the fax, never the number it is sent to."""
     port = free_port()
+    auth = ("ops", "flower-test-password")
     spec = ServiceSpec(
         "flower-test",
-        [
-            "-m",
-            "celery",
-            "-A",
-            "faxfleet.monitor",
-            "flower",
-            f"--port={port}",
-            "--address=127.0.0.1",
-        ],
-        {"FLOWER_UNAUTHENTICATED_API": "true"},
+        ["-m", "faxfleet.monitor", f"--port={port}", "--address=127.0.0.1"],
+        {"FAXFLEET_FLOWER_BASIC_AUTH": ":".join(auth)},
     )
     fleet.start_service(spec)
     try:
@@ -178,18 +175,20 @@ def test_flower_sees_the_fleets_tasks(fleet: Fleet, api: httpx.Client) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(base + "/", timeout=2).status_code == 200:
+                if httpx.get(base + "/healthcheck", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "Flower did not start"
             time.sleep(0.2)
+        assert httpx.get(base + "/api/tasks", timeout=5).status_code == 401
         time.sleep(1.0)  # let Flower's event receiver attach
-        fax_id = _submit(api, "+33142685504", pages=1)
+        number = "+33142685504"
+        fax_id = _submit(api, number, pages=1)
         _wait(api, fax_id, lambda f: f["state"] == "done")
         deadline = time.monotonic() + 15
         while True:
-            tasks = httpx.get(base + "/api/tasks", timeout=5).json()
+            tasks = httpx.get(base + "/api/tasks", auth=auth, timeout=5).json()
             names = {t.get("name") for t in tasks.values()}
             if {"faxfleet.render", "faxfleet.route", "faxfleet.send"} <= names:
                 break
@@ -197,5 +196,7 @@ def test_flower_sees_the_fleets_tasks(fleet: Fleet, api: httpx.Client) -> None:
             time.sleep(0.3)
         sends = [t for t in tasks.values() if t.get("name") == "faxfleet.send"]
         assert any(fax_id in (t.get("kwargs") or "") for t in sends)
+        shown = json.dumps(tasks)
+        assert fax_id in shown and number not in shown and number[1:] not in shown
     finally:
         fleet.stop_service("flower-test")
