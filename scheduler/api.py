@@ -363,7 +363,7 @@ def _submitter(caller: Caller, fax_request: FaxRequest) -> tuple[str, str | None
         return caller.tenant, None
     if not fax_request.tenant:
         raise intake.Rejected("an admin key submits for a tenant: name it in 'tenant'")
-    if fax_request.tenant not in set(settings.tenant_keys.values()):
+    if fax_request.tenant not in settings.keys.tenants:
         raise intake.Rejected(f"tenant: no tenant {fax_request.tenant!r}")
     by = caller.describe(fax_request.user) if fax_request.override_policy else None
     return fax_request.tenant, by
