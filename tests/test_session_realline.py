@@ -298,7 +298,7 @@ def _hylafax_sends(
     )
 
 
-SETUP_ATTEMPTS = 3
+SETUP_ATTEMPTS = 5
 """How many fresh lines HylaFAX's sender gets when it gives up before dialling."""
 
 
