@@ -93,12 +93,24 @@ class _ScrubFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.scrub.secrets:
-            record.msg, record.args = self.scrub(record.getMessage()), None
+            # Arguments are scrubbed one by one, not merged into the message: a formatter
+            # may read them (uvicorn's access log takes its fields from ``args``).
+            if isinstance(record.msg, str):
+                record.msg = self.scrub(record.msg)
+            if isinstance(record.args, tuple):
+                record.args = tuple(self._arg(a) for a in record.args)
+            elif isinstance(record.args, dict):
+                record.args = {k: self._arg(v) for k, v in record.args.items()}
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             if record.exc_text:
                 record.exc_text = self.scrub(record.exc_text)
         return True
+
+    def _arg(self, value: Any) -> Any:
+        if value is None or isinstance(value, int | float):
+            return value  # numbers stay numbers, for formats such as %d
+        return self.scrub(str(value))
 
 
 _OWN_HANDLER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")

@@ -268,6 +268,31 @@ def test_urls_settings_and_log_lines_show_no_secret() -> None:
     assert not [s for s in secret_strings - api_keys if s in written]
 
 
+def test_uvicorns_access_log_still_formats_through_the_scrubbing_filter() -> None:
+    """uvicorn's access formatter reads the request's fields from the record's arguments:
+    the filter scrubs them one by one instead of merging them into the message."""
+    from uvicorn.logging import AccessFormatter
+
+    access, stream = logging.getLogger("uvicorn.access"), io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(AccessFormatter('%(client_addr)s "%(request_line)s" %(status_code)s'))
+    access.addHandler(handler)
+    try:
+        setup_logging("INFO", "text", {"webhook-secret-0007"})
+        access.info(
+            '%s - "%s %s HTTP/%s" %d',
+            "127.0.0.1:5000",
+            "GET",
+            "/v1/faxes?token=webhook-secret-0007",
+            "1.1",
+            200,
+        )
+    finally:
+        access.removeHandler(handler)
+    line = stream.getvalue()
+    assert '127.0.0.1:5000 "GET /v1/faxes?token=*** HTTP/1.1" 200' in line, line
+
+
 # -- a fleet run --------------------------------------------------------------------------------
 
 
