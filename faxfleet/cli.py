@@ -454,6 +454,10 @@ def up(
             f"fleet up: {len(fleet.processes)} processes, API {', '.join(fleet.api_urls)}, "
             f"Flower http://127.0.0.1:{flower_port} (user:password {fleet.flower_auth})"
         )
+        console.print(
+            f"metrics: {fleet.api_url}/metrics (the fleet's), each process's listed for "
+            f"Prometheus in {fleet.log_dir / 'metrics-targets.json'}"
+        )
         stop.wait()
     finally:
         fleet.stop()

@@ -16,6 +16,10 @@ requires. Only the API and Flower are published, on the host's loopback: the API
 address is ``FAXFLEET_API_ADDRESS`` (a TLS proxy in front of it for anything else), and
 Flower is reached through an SSH tunnel or such. Inside the compose network services
 listen on all of the container's addresses, as they must to reach each other.
+
+Metrics: the API's ``/metrics`` on its port, and every other process's on
+:data:`METRICS_PORT` of its container, published nowhere: a Prometheus on the compose
+network scrapes them by service name (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ COMPOSE_REPLICAS = 2
 API_PORT = 8040
 ADMIN_PORT = 8041
 FLOWER_PORT = 5555
+METRICS_PORT = 9464
 ENV_FILE = "faxfleet.env"
 """Where compose reads the fleet's secrets from (never written into compose.yaml)."""
 PUBLISH = {"api": "${FAXFLEET_API_ADDRESS:-127.0.0.1}", "flower": "127.0.0.1"}
@@ -157,6 +162,7 @@ def render_compose() -> str:
         flower_port=FLOWER_PORT,
         bind="0.0.0.0",
         replicas=COMPOSE_REPLICAS,
+        metrics_port=METRICS_PORT,
     )
     for spec in specs:
         env = {**_COMMON_ENV, **spec.env}

@@ -224,7 +224,8 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
         if keep and not stop.is_set():
             console.print(
                 f"\nThe fleet is running. API {fleet.api_url} (docs: {fleet.api_url}/docs, "
-                f"key demo-key)\nFlower http://127.0.0.1:{flower_port} "
+                f"key demo-key; metrics: {fleet.api_url}/metrics)"
+                f"\nFlower http://127.0.0.1:{flower_port} "
                 f"(user:password {fleet.flower_auth})   "
                 f"Redis {redact_url(server.url)} (password in {server.directory}/access.conf)"
                 f"\nTry: FAXFLEET_API_URLS={fleet.api_url} "

@@ -7,6 +7,10 @@ of them that exits without being asked to. A service is "ready" by what its kind
 show: the HTTP ones answer their health URL, a site worker publishes its status from its
 current process, the timer loop and the dispatcher beat from theirs, and a Celery worker
 has logged that it is ready.
+
+Every process that is not an HTTP service serves its metrics on a free loopback port of
+its own; :meth:`Fleet.start` lists them, with the API's, for Prometheus in
+``<log_dir>/metrics-targets.json`` (``file_sd_configs``; docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class Fleet:
     flower_auth: str | None = None
     """Flower's ``user:password``: the environment's ``FAXFLEET_FLOWER_BASIC_AUTH``, else
     a new password for this run (given to the Flower process only)."""
+    metrics: bool = True
+    """Each worker process serves its metrics on a free port (:attr:`metrics_ports`)."""
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.flower_port and not self.flower_auth:
@@ -128,6 +135,7 @@ class Fleet:
             flower_port=self.flower_port,
             replicas=self.replicas,
             admin_host="127.0.0.1",
+            metrics_port=self._metrics_port if self.metrics else None,
         )
         return [
             dataclasses.replace(s, env={**s.env, FLOWER_AUTH_VAR: self.flower_auth})
@@ -136,10 +144,43 @@ class Fleet:
             for s in specs
         ]
 
+    def _metrics_port(self, name: str) -> int:
+        """A free port for ``name``'s metrics, none of the fleet's other ports (free
+        ones not yet bound may come up twice)."""
+        if name not in self.metrics_ports:
+            taken = {*self.api_ports, *self.admin_ports, self.flower_port}
+            taken |= set(self.metrics_ports.values())
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            self.metrics_ports[name] = port
+        return self.metrics_ports[name]
+
+    def metrics_url(self, name: str) -> str:
+        """Where service ``name`` serves its metrics."""
+        port = self.spec(name).metrics_port
+        if port is None:
+            raise KeyError(f"{name} serves no metrics")
+        return f"http://127.0.0.1:{port}/metrics"
+
+    def metrics_targets(self) -> list[dict[str, object]]:
+        """Every process's metrics endpoint, as Prometheus's file service discovery
+        reads them (one group per service, labelled with its name and kind)."""
+        return [
+            {
+                "targets": [f"127.0.0.1:{spec.metrics_port}"],
+                "labels": {"service": spec.name, "kind": spec.kind},
+            }
+            for spec in self.topology()
+            if spec.metrics_port
+        ]
+
     # -- starting and stopping ------------------------------------------------------------
 
     def start(self, only: set[str] | None = None) -> Fleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        targets = self.log_dir / "metrics-targets.json"
+        targets.write_text(json.dumps(self.metrics_targets(), indent=1) + "\n")
         for spec in self.topology():
             if only is not None and spec.name not in only:
                 continue

@@ -37,6 +37,42 @@ def site_inflight(site: str) -> str:
     return f"ff:inflight:{site}"
 
 
+WAITING = "ff:rt:waiting"
+"""Attempts waiting for a line, fleet-wide (sorted set: attempt id by
+:func:`waiting_score`): the router adds, the dispatcher takes (``routing/waiting.py``);
+metrics count them per priority."""
+
+PRIORITY_BAND = 1e13
+"""Width of one priority's score range in :data:`WAITING` (milliseconds since the epoch
+stay far below it)."""
+
+
+def waiting_score(priority: int, enqueued_at: float) -> float:
+    """Lower is first: priority band (9 first), then arrival (milliseconds)."""
+    return (9 - priority) * PRIORITY_BAND + enqueued_at * 1000
+
+
+def waiting_band(priority: int) -> tuple[float, float]:
+    """The scores of :data:`WAITING` that faxes of ``priority`` have (min inclusive, max
+    exclusive)."""
+    low = (9 - priority) * PRIORITY_BAND
+    return low, low + PRIORITY_BAND
+
+
+def fax_state(state: str) -> str:
+    """Faxes whose (summary) state is ``state``: a sorted set of fax ids by the time they
+    entered it, kept by the job store in the transaction that changes the state; settled
+    entries older than the retention are trimmed (faxes are kept that long)."""
+    return f"ff:stats:state:{state}"
+
+
+FAX_STATES_ENTERED = "ff:stats:entered"
+"""Hash: fax state -> how many times a fax entered it, fleet-wide (a counter)."""
+
+SITES_SEEN = "ff:sites:seen"
+"""Sorted set: every site that published its state, by when it last did (the site
+worker adds itself each time it publishes): metrics list a site gone silent as down."""
+
 DISPATCH_WAKE = "ff:dispatch:wake"
 """A list the dispatcher blocks on: pushed when a line frees or work arrives."""
 

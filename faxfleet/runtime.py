@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from faxfleet import heartbeat
+from faxfleet import heartbeat, metrics
 from faxfleet.celery_app import make_celery
 from faxfleet.log import ContextLogger, get_logger, setup_logging
 from faxfleet.redis_conn import connect
@@ -43,6 +43,19 @@ def _beat_while_working(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     for queue in queues:
         heartbeat.start(lambda: connect(settings), heartbeat.kind_of_queue(str(queue)))
+
+
+@signals.worker_ready.connect(dispatch_uid="faxfleet-metrics", weak=False)
+def _serve_metrics(sender: Any = None, **_: Any) -> None:
+    """A Celery worker of the fleet serves its metrics on ``FAXFLEET_METRICS_PORT``, from
+    its main process (a prefork pool's children count in files it reads)."""
+    app = getattr(sender, "app", None)
+    if app is None:
+        return
+    queues = list(app.amqp.queues.consume_from or app.amqp.queues)
+    kind = heartbeat.kind_of_queue(str(queues[0])) if queues else "worker"
+    settings = get_settings()
+    metrics.serve(kind, settings.metrics_port, settings.metrics_address)
 
 
 def runtime(name: str) -> Runtime:

@@ -278,6 +278,16 @@ class Settings(BaseSettings):
     """The site whose scheduler files and notifies the faxes this site receives (default:
     this site; set it for a site that runs no scheduler)."""
 
+    # --- metrics (docs/metrics.md) ---------------------------------------------------------
+    metrics_port: int = Field(0, ge=0, le=65535)
+    """Where a worker process (site worker, renderer, router, dispatcher, event worker,
+    notifier, timer loop) serves its Prometheus metrics at ``/metrics``; 0: none. Each
+    process of a host needs a port of its own (the launcher gives each one a free port and
+    lists them in ``.fleet/logs/metrics-targets.json``; compose gives every container the
+    same one). The API serves ``/metrics`` on its own port, whatever this says."""
+    metrics_address: str = "127.0.0.1"
+    """The address a worker's metrics server listens on (``0.0.0.0`` in containers)."""
+
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
 

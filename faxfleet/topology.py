@@ -10,11 +10,18 @@ site worker: a site's lines are the devices of one process, so a site has one wo
 relies on supervision (the launcher's supervisor, compose's restart policy) to come back.
 Replicated services are named ``<kind>-<i>`` (``dispatcher-1``, ``events-paris-2``); with
 one replica the names carry no number, as they always have.
+
+Metrics (docs/metrics.md): the API serves ``/metrics`` on its own port; with
+``metrics_port`` every process that is not an HTTP service serves its own on
+``FAXFLEET_METRICS_PORT``, one port for all (each in a container of its own, as compose
+runs them) or a port per service (a function of the service's name, as the launcher
+gives them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -41,6 +48,8 @@ class ServiceSpec:
     exec_via: list[str] = field(default_factory=list)
     """A command that runs the process and then execs it, e.g. ``ip netns exec NAME`` to
     give a site a network of its own (the pid stays the process's own)."""
+    metrics_port: int | None = None
+    """Where the process serves ``/metrics`` (the API: its own port), if it does."""
 
 
 LINE_SLOTS = 32
@@ -102,6 +111,7 @@ def topology(
     bind: str = "127.0.0.1",
     replicas: int = 1,
     admin_host: str | None = None,
+    metrics_port: int | Callable[[str], int] | None = None,
 ) -> list[ServiceSpec]:
     """Every process of a fleet (argv without the Python interpreter).
 
@@ -154,4 +164,18 @@ def topology(
         # faxfleet.monitor starts Flower only with credentials (FAXFLEET_FLOWER_BASIC_AUTH).
         argv = ["-m", "faxfleet.monitor", f"--port={flower_port}", f"--address={bind}"]
         services.append(ServiceSpec("flower", argv, home, "flower", port=flower_port))
-    return services
+    return [_with_metrics(s, metrics_port, bind) for s in services]
+
+
+def _with_metrics(
+    spec: ServiceSpec, port: int | Callable[[str], int] | None, bind: str
+) -> ServiceSpec:
+    """The API serves its metrics on its own port; a process that is no HTTP service on
+    ``port`` (one for all, or chosen by service name) when metrics are asked for."""
+    if spec.kind == "api":
+        return dataclasses.replace(spec, metrics_port=spec.port)
+    if port is None or spec.kind in HTTP_KINDS:
+        return spec
+    chosen = port if isinstance(port, int) else port(spec.name)
+    env = {**spec.env, "FAXFLEET_METRICS_PORT": str(chosen), "FAXFLEET_METRICS_ADDRESS": bind}
+    return dataclasses.replace(spec, env=env, metrics_port=chosen)

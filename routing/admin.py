@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from faxfleet import keys
+from faxfleet.apidocs import serve_docs
 from faxfleet.credentials import require_deployable
 from faxfleet.messages import SiteStatus
 from faxfleet.redis_conn import connect
@@ -47,6 +48,8 @@ from routing.sites import (
 )
 
 app = FastAPI(
+    docs_url=None,  # served from local files below (faxfleet/apidocs.py)
+    redoc_url=None,
     title="faxfleet routing admin",
     version="0.1.0",
     summary="Sites, groups and cost tables of a faxfleet.",
@@ -56,6 +59,7 @@ app = FastAPI(
         "`X-API-Key`; changes need an admin key. Changes take effect without a restart."
     ),
 )
+serve_docs(app)
 
 
 @cache

@@ -19,6 +19,7 @@ waits behind one. Run ``python -m routing.dispatcher``; several may run at once:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -31,7 +32,7 @@ from typing import Any
 import redis
 
 from faxfleet import celery_app as names
-from faxfleet import heartbeat, inflight, keys
+from faxfleet import heartbeat, inflight, keys, metrics
 from faxfleet.messages import Cause as C
 from faxfleet.messages import (
     DispatchSummary,
@@ -85,6 +86,27 @@ class Held:
         )
 
 
+def dispatch_reason(
+    decision: Decision, home_site: str, home: SiteState | None, held_for_band: bool
+) -> str:
+    """Why a fax went to the site it was handed to, in one word (the metrics' label):
+
+    * ``band``: it was held for a cheaper tariff band and that band has come;
+    * ``exchanged``: it took another fax's place, which cost the fleet less in total;
+    * ``earliest``: no site could start it within its priority's promise;
+    * ``overflow``: another site than its home, whose lines were all taken;
+    * ``cheapest``: the cheapest site able to start it in time (its home or not)."""
+    if held_for_band:
+        return "band"
+    if decision.reason.startswith("cheapest for the fleet"):
+        return "exchanged"
+    if decision.reason.startswith("earliest start"):
+        return "earliest"
+    if decision.site != home_site and home is not None and home.lines_up > 0 and home.free <= 0:
+        return "overflow"
+    return "cheapest"
+
+
 def knobs_from(s: Settings) -> Knobs:
     """The policy's knobs from settings (FAXFLEET_ROUTING_*)."""
     return Knobs(
@@ -134,6 +156,8 @@ class Dispatcher:
         self.refresh_seconds = rt.settings.routing_refresh_seconds
         self.cache = Fleet()
         self._summarised = 0.0
+        self._held_for_band: set[str] = set()
+        """Waiting faxes some pass held for a cheaper band (for the metrics' reason)."""
         self.claim = self.r.register_script(_CLAIM)
         self.reaper = Reaper(
             self.r,
@@ -279,17 +303,48 @@ class Dispatcher:
         )
         sent = 0
         gone: set[str] = set()
+        taken: Counter[str] = Counter()
         for decision in decisions:
             order = orders[decision.key]
             if decision.action == Action.DISPATCH and decision.site:
                 if self._hand_to(order, decision, sites[decision.site]):
                     sent += 1
                     gone.add(decision.key)
+                    self._count(order, decision, sites, taken)
+                    taken[decision.site] += 1
             elif decision.action in (Action.NO_SITE, Action.NO_ROUTE):
                 self._refuse(order, decision.action, decision.reason)
                 gone.add(decision.key)
+                metrics.DISPATCH_DECISIONS.labels("none", decision.action.value).inc()
+        self._held_for_band = {
+            d.key for d in decisions if d.action == Action.WAIT and d.deferred
+        } | (self._held_for_band & set(orders).difference(gone))
         self._summarise([fax for fax, _ in waiting], sites, gone, sent)
         return sent
+
+    def _count(
+        self,
+        order: RouteOrder,
+        decision: Decision,
+        sites: dict[str, SiteState],
+        taken: Counter[str],
+    ) -> None:
+        """Count a fax handed to a site: why that site, and its price there."""
+        site = sites[decision.site or ""]
+        home = sites.get(order.home_site)
+        if home is not None:  # the home site's lines as this pass left them
+            home = dataclasses.replace(home, busy=home.busy + taken[home.name])
+        held = decision.key in self._held_for_band
+        reason = dispatch_reason(decision, order.home_site, home, held)
+        metrics.DISPATCH_DECISIONS.labels(site.name, reason).inc()
+        if site.costs is None:
+            return
+        pages = max(1, order.pages - order.first_page + 1)
+        airtime = pages * self.knobs.seconds_per_page + self.knobs.call_setup_seconds
+        price = site.costs.call_cost(order.number, now(), airtime)
+        currency = getattr(site.costs, "currency", None)
+        if price is not None and currency:
+            metrics.DISPATCH_COST.labels(site.name, currency).inc(float(price))
 
     def _summarise(
         self, waiting: list[WaitingFax], sites: dict[str, SiteState], gone: set[str], sent: int
@@ -400,7 +455,9 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Dispatcher(runtime("dispatcher")).run(stop)
+    rt = runtime("dispatcher")
+    metrics.serve("dispatcher", rt.settings.metrics_port, rt.settings.metrics_address)
+    Dispatcher(rt).run(stop)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from faxfleet import celery_app as names
+from faxfleet import metrics
 from faxfleet.messages import RouteOrder
 from faxfleet.runtime import runtime
 from routing.dispatcher import enqueue
@@ -24,6 +25,7 @@ def route(order: dict[str, Any]) -> bool:
     """Add one recipient's attempt to the waiting set; the dispatcher places it."""
     o = RouteOrder.model_validate(order)
     added = enqueue(rt.redis, o)
+    metrics.ROUTE_ORDERS.labels("added" if added else "duplicate").inc()
     log.info(
         "waiting for a line" if added else "already waiting or started",
         job=o.job_id,

@@ -11,9 +11,10 @@ import json
 import time
 from datetime import datetime
 
+from faxfleet import keys
 from faxfleet.messages import RouteOrder
 
-WAITING = "ff:rt:waiting"  # sorted set: attempt id, by urgency
+WAITING = keys.WAITING  # sorted set: attempt id, by urgency (shared: metrics count it)
 ORDERS = "ff:rt:orders"  # hash: attempt id -> {"order": RouteOrder, "enqueued_at": ts}
 
 
@@ -24,7 +25,7 @@ def placed_key(attempt_id: str) -> str:
 
 def urgency_score(priority: int, enqueued_at: float) -> float:
     """Lower is first: priority band, then arrival (milliseconds)."""
-    return (9 - priority) * 1e13 + enqueued_at * 1000
+    return keys.waiting_score(priority, enqueued_at)
 
 
 def since(order: RouteOrder) -> float:

@@ -28,7 +28,8 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from faxfleet import health, heartbeat, keys
+from faxfleet import health, heartbeat, keys, metrics
+from faxfleet.apidocs import serve_docs
 from faxfleet.credentials import StoredKey, require_deployable
 from faxfleet.messages import (
     PRIORITY_DEFAULT,
@@ -61,6 +62,8 @@ app = FastAPI(
     # Every request body is counted as it is read, whatever its headers say (chunked, no
     # or a false Content-Length), and refused with a 413 once past its route's limit.
     max_body_size=MAX_BODY_BYTES,
+    docs_url=None,  # served from local files below (faxfleet/apidocs.py)
+    redoc_url=None,
     title="faxfleet",
     version="0.1.0",
     summary="Send faxes through a fleet of fax servers.",
@@ -71,9 +74,12 @@ app = FastAPI(
         "`X-API-Key` header.\n\n"
         "`/v1/sites` and `/v1/groups` (sites with their live lines, groups, cost tables; "
         "changes need an admin key) are relayed to the routing service's admin API and "
-        "documented there (`/docs` of `routing.admin`)."
+        "documented there (`/docs` of `routing.admin`).\n\n"
+        "`/metrics` gives the fleet's fax metrics in Prometheus's text format "
+        "(docs/metrics.md)."
     ),
 )
+serve_docs(app)
 
 
 class ErrorBody(BaseModel):
@@ -724,6 +730,17 @@ def fleet_health(_: Tenant) -> health.Health:
     """The fleet's health with what it is based on: sites with their held and leased
     faxes, live processes by kind, what waits and what is overdue."""
     return health.assess(health.snapshot(tasks.store().r))
+
+
+_fleet_metrics = metrics.FleetCollector(lambda: tasks.store().r, settings.retention_seconds)
+
+
+@app.get("/metrics", include_in_schema=False)
+def prometheus_metrics() -> Response:
+    """Fax metrics in Prometheus's text format: the whole fleet's faxes by state, faxes
+    waiting per priority, each site's lines and held faxes (read from Redis now, so any
+    API node tells the same), and what this API process counted (docs/metrics.md)."""
+    return Response(metrics.exposition(_fleet_metrics), media_type=metrics.CONTENT_TYPE)
 
 
 def _deployable() -> None:

@@ -14,11 +14,17 @@ Keys (private to the scheduler):
 * ``ff:idem:{t}:{key}``: idempotency key -> fax id
 * ``ff:timers``: due work (sorted set by time): ``route:{id}:{n}`` (send-after, retries)
 * ``ff:watch``: deadlines of recipients on a site (sorted set): ``{id}:{n}``
+
+Shared with the metrics (``faxfleet/keys.py``), written in the transaction that changes a
+fax's state so they never disagree with it: ``ff:stats:state:{state}`` (the faxes in each
+state, by when they entered it) and ``ff:stats:entered`` (how often each state was
+entered, fleet-wide).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -229,6 +235,7 @@ class JobStore:
                     pipe.set(jkey, status.model_dump_json(exclude={"history"}))
                     pipe.rpush(log_key(status.id), created_transition.model_dump_json())
                     pipe.zadd(tenant_key(status.tenant), {status.id: status.created_at.timestamp()})
+                    self._count_state(pipe, status.id, None, status.state)
                     if watch_after is not None:
                         due = status.created_at.timestamp() + watch_after
                         pipe.zadd(WATCH, {watch_member(status.id, 0): due})
@@ -249,6 +256,8 @@ class JobStore:
                         *(keys.document(status.id, i) for i in range(len(status.documents)))
                     )
                 undo.zrem(tenant_key(status.tenant), status.id)
+                undo.zrem(keys.fax_state(status.state), status.id)
+                undo.hincrby(keys.FAX_STATES_ENTERED, status.state.value, -1)
                 undo.zrem(WATCH, *(watch_member(status.id, r.index) for r in status.recipients))
                 undo.execute()
             raise NotReplicated(
@@ -327,6 +336,7 @@ class JobStore:
                     if raw is None:
                         raise UnknownJob(job_id)
                     draft = Draft(FaxStatus.model_validate_json(raw))
+                    before = draft.status.state
                     result = change(draft)
                     self._finish(draft)
                     pipe.multi()
@@ -336,6 +346,8 @@ class JobStore:
                         pipe.rpush(log_key(job_id), *logged)
                     self._write_zsets(pipe, TIMERS, draft.timers)
                     self._write_zsets(pipe, WATCH, draft.watches)
+                    if draft.status.state != before:
+                        self._count_state(pipe, job_id, before, draft.status.state)
                     if draft.status.state in states.TRANSITIONS and states.is_final(
                         draft.status.state
                     ):
@@ -358,6 +370,19 @@ class JobStore:
                 pipe.zrem(key, member)
             else:
                 pipe.zadd(key, {member: score})
+
+    def _count_state(
+        self, pipe: Any, job_id: str, before: JobState | None, after: JobState
+    ) -> None:
+        """Move the fax between the per-state sets the metrics count (a settled state's
+        set forgets faxes past the retention, as the store does)."""
+        at = time.time()
+        if before is not None:
+            pipe.zrem(keys.fax_state(before), job_id)
+        pipe.zadd(keys.fax_state(after), {job_id: at})
+        pipe.hincrby(keys.FAX_STATES_ENTERED, after.value, 1)
+        if after in states.TRANSITIONS and states.is_final(after):
+            pipe.zremrangebyscore(keys.fax_state(after), "-inf", at - self.retention)
 
     def _expire(self, pipe: Any, job_id: str) -> None:
         for k in (job_key(job_id), log_key(job_id), keys.pages(job_id)):

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Task, signals
 
 from faxfleet import celery_app as names
-from faxfleet import keys
+from faxfleet import keys, metrics
 from faxfleet.credentials import InsecureConfig, require_deployable
 from faxfleet.destinations import FleetPolicy
 from faxfleet.messages import (
@@ -270,6 +270,7 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
         # Acknowledged only once a replica holds the change: a failover must not undo a
         # result. Applied again, the event changes nothing if the change survived.
         raise self.retry(exc=exc, countdown=0.5, max_retries=60) from exc
+    metrics.EVENTS.labels(settings.site, ev.kind).inc()
 
 
 @lru_cache(maxsize=1)
@@ -310,9 +311,11 @@ def _retry_or_abandon(
             error=str(exc),
             **about,
         )
+        metrics.NOTIFICATIONS.labels(channel, "retry").inc()
         raise task.retry(countdown=delay, exc=exc) from exc
     # The history (read by the tenant) gets the generic reason, the log the detail.
     reason = f"{channel} notification to {target} {exc.public}"
+    metrics.NOTIFICATIONS.labels(channel, "abandoned").inc()
     log.error(
         "notification abandoned",
         site=settings.site,
@@ -378,6 +381,7 @@ def deliver(self: Task, order: dict[str, Any]) -> None:
         raise
     r.set(key, "sent", ex=settings.retention_seconds)
     outbox.settle(r, member)
+    metrics.NOTIFICATIONS.labels(o.channel, "delivered").inc()
     log.info(
         "notified",
         job=o.job_id,
@@ -477,6 +481,7 @@ def deliver_inbound_notice(self: Task, order: dict[str, Any]) -> None:
             lambda f: f.model_copy(update={"notifications": [*f.notifications, reason]}),
         )
         return
+    metrics.NOTIFICATIONS.labels(o.channel, "delivered").inc()
     log.info("notified", inbound=o.inbound_id, site=site, channel=o.channel, target=o.target)
     done = f"{o.channel} notification delivered to {o.target}"
     inbound_store().update(

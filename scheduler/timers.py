@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 
-from faxfleet import heartbeat
+from faxfleet import heartbeat, metrics
 from faxfleet.log import get_logger
 from scheduler import outbox, tasks
 from scheduler.store import TIMERS, WATCH
@@ -38,6 +38,7 @@ def tick(limit: int = 200) -> int:
         if kind != "route":
             log.warning("unknown timer", member=member)
             continue
+        metrics.TIMER_ENTRIES.labels("route").inc()
         job_id, index = _split(rest)
         tasks.apply(job_id, lambda d, i=index: machine.on_route_timer(d, i))
     for member in store.due(WATCH, now, limit):
@@ -45,12 +46,14 @@ def tick(limit: int = 200) -> int:
             continue
         taken += 1
         job_id, index = _split(member)
+        metrics.TIMER_ENTRIES.labels("watch").inc()
         log.warning("no progress in time", job=job_id, recipient=index)
         tasks.apply(job_id, lambda d, i=index: machine.on_watch_expired(d, i))
     for member in store.due(outbox.OUTBOX, now, limit):
         if not outbox.take(store.r, member, tasks.settings.notify_redeliver_seconds):
             continue
         taken += 1
+        metrics.TIMER_ENTRIES.labels("outbox").inc()
         tasks.redeliver(member)
     return taken
 
@@ -72,6 +75,7 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    metrics.serve("timers", tasks.settings.metrics_port, tasks.settings.metrics_address)
     run(stop)
 
 

@@ -235,6 +235,7 @@ FLEET_FILES = frozenset(
         "test_fleet_site_loss.py",
         "test_health.py",
         "test_inbound_fleet.py",
+        "test_metrics_fleet.py",
         "test_redis_access.py",
         "test_sentinel.py",
         "test_supervision.py",

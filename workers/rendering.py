@@ -10,6 +10,7 @@ process is forked from a warm renderer each pool process starts when it starts
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 
 from faxfleet import celery_app as names
-from faxfleet import keys
+from faxfleet import keys, metrics
 from faxfleet.messages import RenderDone, RenderFailed, RenderOrder, now
 from faxfleet.runtime import runtime
 from workers.render import RenderError
@@ -59,6 +60,7 @@ def _redis() -> redis.Redis:
 )
 def render(order: dict[str, Any]) -> int:
     o = RenderOrder.model_validate(order)
+    started = time.monotonic()
     r = _redis()
     docs = r.mget([keys.document(o.job_id, i) for i in range(o.documents)])
     try:
@@ -87,6 +89,7 @@ def render(order: dict[str, Any]) -> int:
             if isinstance(exc, RenderError)
             else (f"rendering took longer than {RENDER_SOFT_LIMIT} s")
         )
+        metrics.RENDER_SECONDS.labels("failed").observe(time.monotonic() - started)
         log.warning("render failed", job=o.job_id, error=detail)
         names.emit(app, RenderFailed(job_id=o.job_id, detail=detail, at=now()), o.home_site)
         return 0
@@ -95,6 +98,8 @@ def render(order: dict[str, Any]) -> int:
         pipe.hset(keys.pages(o.job_id), mapping={str(i + 1): p for i, p in enumerate(pages)})
         pipe.expire(keys.pages(o.job_id), settings.retention_seconds)
         pipe.execute()
+    metrics.RENDER_SECONDS.labels("ok").observe(time.monotonic() - started)
+    metrics.RENDERED_PAGES.labels(o.resolution.value).inc(len(pages))
     log.info("rendered", job=o.job_id, pages=len(pages), resolution=o.resolution.value)
     names.emit(app, RenderDone(job_id=o.job_id, pages=len(pages), at=now()), o.home_site)
     return len(pages)

@@ -28,7 +28,7 @@ import redis
 from celery import signals
 
 from faxfleet import celery_app as names
-from faxfleet import keys
+from faxfleet import keys, metrics
 from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
@@ -171,6 +171,7 @@ def _deliver(reception: Reception) -> None:
         cause=reception.cause,
         detail=reception.detail,
     )
+    metrics.FAXES_RECEIVED.labels(settings.site, str(reception.ok).lower()).inc()
     log.info("inbound fax delivered", site=settings.site, line=reception.line, inbound=fax_id)
 
 
@@ -206,11 +207,14 @@ def publish_status() -> SiteStatus:
         mean_call_seconds=stats.mean_call_seconds(),
         success=stats.success(),
     )
-    r.set(
-        keys.site_status(settings.site),
-        status.model_dump_json(),
-        px=int(settings.load_ttl * 1000),
-    )
+    with r.pipeline(transaction=False) as pipe:
+        pipe.set(
+            keys.site_status(settings.site),
+            status.model_dump_json(),
+            px=int(settings.load_ttl * 1000),
+        )
+        pipe.zadd(keys.SITES_SEEN, {settings.site: time.time()})
+        pipe.execute()
     return status
 
 
@@ -404,6 +408,8 @@ class AttemptReporter:
             at=now(),
         )
         emit(ev, self.o.home_site)
+        cause = "ok" if report.ok else report.cause.value if report.cause else "unknown"
+        metrics.CALLS.labels(settings.site, cause).inc()
         log.info(
             "attempt ended",
             job=self.o.job_id,
@@ -536,13 +542,16 @@ def _attempt(o: SendOrder, r: redis.Redis) -> None:
                 False, reporter.confirmed, reporter.seq > 1, Cause.MODEM_ERROR, str(exc)
             )
         duration = (now() - started).total_seconds()
+        sent = report.pages_confirmed - (o.first_page - 1)
         stats.record(
             o.number,
             connected=report.connected,
             ok=report.ok,
-            pages=report.pages_confirmed - (o.first_page - 1),
+            pages=sent,
             seconds=duration,
         )
+        metrics.PAGES_SENT.labels(settings.site, line.name).inc(max(0, sent))
+        metrics.CALL_SECONDS.labels(settings.site).observe(duration)
     finally:
         pool().release(line)
     # The result goes out before the slot is given back: a worker dying in between leaves
