@@ -46,6 +46,9 @@ from faxfleet.settings import Settings, get_settings
 # Task names (the contracts between services).
 RENDER_TASK = "faxfleet.render"
 ROUTE_TASK = "faxfleet.route"
+WITHDRAW_TASK = "faxfleet.withdraw"
+"""Scheduler -> routing: take an attempt back before a site starts it (on the routing
+queue, at the events' priority, so no backlog of route orders delays it)."""
 SEND_TASK = "faxfleet.send"
 EVENT_TASK = "faxfleet.event"
 NOTIFY_TASK = "faxfleet.notify"

@@ -13,10 +13,12 @@ import getpass
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 from rich.console import Console
@@ -34,7 +36,7 @@ from faxfleet.credentials import (
     entry,
     mint,
 )
-from faxfleet.messages import FaxStatus, InboundFax
+from faxfleet.messages import FaxStatus, InboundFax, PendingChange
 from faxfleet.settings import get_settings
 
 console = Console()
@@ -42,6 +44,21 @@ console = Console()
 
 def _client(ctx: click.Context) -> FaxClient:
     return FaxClient(ctx.obj.get("urls"), ctx.obj.get("api_key"))
+
+
+def _acting(ctx: click.Context, admin: bool) -> FaxClient:
+    """The client with the admin key (``admin``: any tenant's faxes) or the tenant's."""
+    key = (ctx.obj.get("admin_key") or get_settings().admin_key) if admin else None
+    return FaxClient(ctx.obj.get("urls"), key or ctx.obj.get("api_key"))
+
+
+def describe_pending(pending: PendingChange) -> str:
+    parts = []
+    if pending.number:
+        parts.append(f"number {pending.number}")
+    if pending.send_after:
+        parts.append(f"after {pending.send_after:%Y-%m-%d %H:%M:%S} UTC")
+    return ", ".join(parts) or "taken back"
 
 
 def recipient_line(fax: FaxStatus) -> list[tuple[str, str, str, str, str, str]]:
@@ -54,6 +71,8 @@ def recipient_line(fax: FaxStatus) -> list[tuple[str, str, str, str, str, str]]:
         cause = r.cause.value if r.cause else ""
         if r.detail and r.state.value in ("failed", "retry_scheduled", "outcome_uncertain"):
             cause = f"{cause}: {r.detail}" if cause else r.detail
+        if r.pending is not None:
+            cause = f"{cause}  (pending: {describe_pending(r.pending)})".strip()
         rows.append(
             (
                 r.number,
@@ -67,14 +86,19 @@ def recipient_line(fax: FaxStatus) -> list[tuple[str, str, str, str, str, str]]:
     return rows
 
 
-def fax_table(faxes: list[FaxStatus], title: str | None = None) -> Table:
+def fax_table(faxes: list[FaxStatus], title: str | None = None, *, tenants: bool = False) -> Table:
+    """One row per recipient (``tenants``: with each fax's tenant, for admin listings)."""
     table = Table(title=title, expand=False)
-    for col in ("fax", "prio", "to", "state", "site", "line", "pages", "dials/tries, cause"):
+    columns = ("fax", "prio", "to", "state", "site", "line", "pages", "dials/tries, cause")
+    if tenants:
+        table.add_column("tenant")
+    for col in columns:
         table.add_column(col)
     for fax in faxes:
         for i, row in enumerate(recipient_line(fax)):
             ident = (fax.id, str(fax.priority)) if i == 0 else ("", "")
-            table.add_row(*ident, *row)
+            owner = (fax.tenant if i == 0 else "",) if tenants else ()
+            table.add_row(*owner, *ident, *row)
     return table
 
 
@@ -179,6 +203,14 @@ def _watch(client: FaxClient, fax_id: str) -> FaxStatus:
 @click.option("--limit", default=20, show_default=True)
 @click.option("--wait", is_flag=True, help="Follow FAX_ID live until it is settled.")
 @click.option("--history", is_flag=True, help="Show FAX_ID's transitions.")
+@click.option(
+    "--all",
+    "all_tenants",
+    is_flag=True,
+    help="Every tenant's faxes (with the admin key, FAXFLEET_ADMIN_KEY).",
+)
+@click.option("--tenant", help="One tenant's faxes (with the admin key).")
+@click.option("--admin", is_flag=True, help="Act with the admin key (any tenant's fax).")
 @click.pass_context
 def status(
     ctx: click.Context,
@@ -189,14 +221,24 @@ def status(
     limit: int,
     wait: bool,
     history: bool,
+    all_tenants: bool,
+    tenant: str | None,
+    admin: bool,
 ) -> None:
-    """Show one fax (with FAX_ID) or the most recent ones."""
-    with _client(ctx) as client:
+    """Show one fax (with FAX_ID) or the most recent ones (--all: every tenant's)."""
+    as_admin = admin or all_tenants or tenant is not None
+    with _acting(ctx, as_admin) as client:
         try:
             if fax_id is None:
-                console.print(
-                    fax_table(client.list(state=state, site=site, user=user, limit=limit))
+                faxes = client.list(
+                    state=state,
+                    site=site,
+                    user=user,
+                    limit=limit,
+                    all_tenants=all_tenants,
+                    tenant=tenant,
                 )
+                console.print(fax_table(faxes, tenants=as_admin))
                 return
             fax = _watch(client, fax_id) if wait else client.get(fax_id)
         except FaxError as exc:
@@ -294,8 +336,7 @@ def resolve(
         raise click.UsageError("say --sent or --resend")
     if from_start and outcome != "resend":
         raise click.UsageError("--from-start goes with --resend")
-    key = (ctx.obj.get("admin_key") or get_settings().admin_key) if admin else None
-    with FaxClient(ctx.obj.get("urls"), key or ctx.obj.get("api_key")) as client, _refusals():
+    with _acting(ctx, admin) as client, _refusals():
         fax = client.resolve(
             fax_id,
             outcome,
@@ -303,6 +344,176 @@ def resolve(
             note=note,
             user=user or None,
             from_start=from_start,
+        )
+    console.print(fax_table([fax], title=f"{fax.id}: {fax.state.value}"))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``3h``, ``2d`` -> seconds."""
+    text = text.strip().lower()
+    unit = _UNITS.get(text[-1:])
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: seconds, or a number with s, m, h or d") from None
+    if value <= 0:
+        raise click.BadParameter(f"{text!r}: more than 0")
+    return value
+
+
+def _when(text: str) -> datetime | Literal["now"]:
+    """``now``, ``+30m`` (from now), or an ISO 8601 time with its zone."""
+    text = text.strip()
+    if text.lower() == "now":
+        return "now"
+    if text.startswith("+"):
+        return datetime.now(UTC) + timedelta(seconds=_seconds(text[1:]))
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: now, +30m / +2h, or a time like 2030-01-01T09:00+01:00"
+        ) from None
+    if at.utcoffset() is None:
+        raise click.BadParameter(f"{text!r}: give its zone (Z or +01:00)")
+    return at
+
+
+def _pair(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition("=")
+    if not sep or not old.strip() or not new.strip():
+        raise click.BadParameter(f"{text!r}: OLD=NEW, e.g. +33142685300=+33142685301")
+    return old.strip(), new.strip()
+
+
+USER_OPTION = click.option(
+    "--user",
+    envvar="FAXFLEET_USER",
+    default=lambda: _login_name(),
+    show_default="FAXFLEET_USER or your login name",
+    help="Who acts (kept in the fax's history).",
+)
+ADMIN_FLAG = click.option(
+    "--admin", is_flag=True, help="Act with the admin key (any tenant's fax; FAXFLEET_ADMIN_KEY)."
+)
+
+
+@cli.command()
+@click.argument("fax_id")
+@click.option("--priority", type=click.IntRange(0, 9), help="0 bulk .. 9 most urgent.")
+@click.option("--send-after", help="now, +30m / +2h, or an ISO 8601 time with its zone.")
+@click.option("--kill-after", help="Give up this long after the fax's start: 3600, 90m, 3h.")
+@click.option(
+    "--number",
+    "numbers",
+    multiple=True,
+    help="OLD=NEW: a recipient's new number (repeatable).",
+)
+@click.option("--to", "to", help="The new number of a fax with one recipient.")
+@click.option("--note", help="Why (kept in the fax's history).")
+@USER_OPTION
+@ADMIN_FLAG
+@click.option("--override-policy", is_flag=True, help="With --admin: past the destination policy.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for a change that needs the fax taken back from routing.",
+)
+@click.pass_context
+def alter(
+    ctx: click.Context,
+    fax_id: str,
+    priority: int | None,
+    send_after: str | None,
+    kill_after: str | None,
+    numbers: tuple[str, ...],
+    to: str | None,
+    note: str | None,
+    user: str | None,
+    admin: bool,
+    override_policy: bool,
+    wait: bool,
+) -> None:
+    """Change a fax not yet on a line: priority, send time, kill time, numbers."""
+    changes = dict(_pair(n) for n in numbers)
+    if to and changes:
+        raise click.UsageError("--to and --number exclude each other")
+    if priority is None and send_after is None and kill_after is None and not (to or changes):
+        raise click.UsageError(
+            "say what to change: --priority, --send-after, --kill-after, --number or --to"
+        )
+    with _acting(ctx, admin) as client, _refusals():
+        if to:
+            current = client.get(fax_id)
+            if len(current.recipients) != 1:
+                raise click.UsageError(
+                    f"fax {fax_id} has {len(current.recipients)} recipients: use --number OLD=NEW"
+                )
+            changes = {current.recipients[0].number: to}
+        fax = client.alter(
+            fax_id,
+            priority=priority,
+            send_after=_when(send_after) if send_after else None,
+            kill_after_seconds=_seconds(kill_after) if kill_after else None,
+            numbers=changes or None,
+            override_policy=override_policy,
+            note=note,
+            user=user or None,
+        )
+        pending = any(r.pending for r in fax.recipients)
+        if pending and wait:
+            deadline = time.monotonic() + 30
+            while pending and time.monotonic() < deadline:
+                time.sleep(0.2)
+                fax = client.get(fax_id)
+                pending = any(r.pending for r in fax.recipients)
+    console.print(fax_table([fax], title=f"{fax.id}: {fax.state.value}"))
+    for line in _latest_changes(fax):
+        console.print(line)
+    if pending:
+        console.print("waiting for routing to take it back: `faxfleet status ID --history`")
+
+
+def _latest_changes(fax: FaxStatus) -> list[str]:
+    """The history's lines from the latest alteration on."""
+    lines = [t.detail or "" for t in fax.history]
+    starts = [i for i, text in enumerate(lines) if text.startswith("altered by ")]
+    return [text for text in lines[starts[-1] :] if text] if starts else []
+
+
+@cli.command()
+@click.argument("fax_id")
+@click.option("--recipient", type=click.IntRange(0), help="Recipient index (default: all).")
+@click.option("--from-start", is_flag=True, help="From page 1, not the first unconfirmed page.")
+@click.option("--kill-after", help="Keep trying at least this long from now: 3600, 90m, 3h.")
+@click.option("--note", help="Why (kept in the fax's history).")
+@USER_OPTION
+@ADMIN_FLAG
+@click.pass_context
+def requeue(
+    ctx: click.Context,
+    fax_id: str,
+    recipient: int | None,
+    from_start: bool,
+    kill_after: str | None,
+    note: str | None,
+    user: str | None,
+    admin: bool,
+) -> None:
+    """Send again a failed or outcome-uncertain fax (a new attempt, fresh counters)."""
+    with _acting(ctx, admin) as client, _refusals():
+        fax = client.requeue(
+            fax_id,
+            recipient=recipient,
+            from_start=from_start,
+            kill_after_seconds=_seconds(kill_after) if kill_after else None,
+            note=note,
+            user=user or None,
         )
     console.print(fax_table([fax], title=f"{fax.id}: {fax.state.value}"))
 

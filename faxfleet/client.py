@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -198,9 +198,16 @@ class FaxClient(ApiClient):
         site: str | None = None,
         user: str | None = None,
         limit: int = 50,
+        all_tenants: bool = False,
+        tenant: str | None = None,
     ) -> list[FaxStatus]:
-        params = {k: v for k, v in {"state": state, "site": site, "user": user}.items() if v}
+        """The newest faxes. With an admin key: every tenant's (``all_tenants``) or one
+        ``tenant``'s."""
+        wanted = {"state": state, "site": site, "user": user, "tenant": tenant}
+        params = {k: str(v) for k, v in wanted.items() if v}
         params["limit"] = str(limit)
+        if all_tenants:
+            params["all"] = "true"
         data = self._request("GET", "/v1/faxes", params=params).json()
         return [FaxStatus.model_validate(item) for item in data]
 
@@ -227,6 +234,65 @@ class FaxClient(ApiClient):
         if from_start:
             body["from_start"] = True
         response = self._request("POST", f"/v1/faxes/{fax_id}/resolve", json=body)
+        return FaxStatus.model_validate_json(response.content)
+
+    def alter(
+        self,
+        fax_id: str,
+        *,
+        priority: int | None = None,
+        send_after: datetime | Literal["now"] | None = None,
+        kill_after_seconds: float | None = None,
+        numbers: dict[str, str] | None = None,
+        override_policy: bool = False,
+        note: str | None = None,
+        user: str | None = None,
+    ) -> FaxStatus:
+        """Change a fax not yet on a line (``PATCH /v1/faxes/{id}``): its ``priority``,
+        ``send_after`` (``"now"``: at once), kill time (``kill_after_seconds`` from its
+        start) or recipients' ``numbers`` (current -> new). A change that needs routing to
+        take the fax back shows under the recipient's ``pending`` until it applies."""
+        body: dict[str, Any] = {}
+        if priority is not None:
+            body["priority"] = priority
+        if send_after == "now":
+            body["send_after"] = None
+        elif send_after is not None:
+            body["send_after"] = send_after.isoformat()
+        if kill_after_seconds is not None:
+            body["kill_after_seconds"] = kill_after_seconds
+        if numbers:
+            body["numbers"] = dict(numbers)
+        if override_policy:
+            body["override_policy"] = True
+        body.update({k: v for k, v in {"note": note, "user": user}.items() if v is not None})
+        response = self._request("PATCH", f"/v1/faxes/{fax_id}", json=body)
+        return FaxStatus.model_validate_json(response.content)
+
+    def requeue(
+        self,
+        fax_id: str,
+        *,
+        recipient: int | None = None,
+        from_start: bool = False,
+        kill_after_seconds: float | None = None,
+        note: str | None = None,
+        user: str | None = None,
+    ) -> FaxStatus:
+        """Send again a failed or ``outcome_uncertain`` fax (``POST /v1/faxes/{id}/retry``):
+        from the first unconfirmed page (``from_start``: page 1), one ``recipient`` or
+        every failed or uncertain one."""
+        body: dict[str, Any] = {}
+        optional = {
+            "recipient": recipient,
+            "kill_after_seconds": kill_after_seconds,
+            "note": note,
+            "user": user,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if from_start:
+            body["from_start"] = True
+        response = self._request("POST", f"/v1/faxes/{fax_id}/retry", json=body)
         return FaxStatus.model_validate_json(response.content)
 
     def sites(self) -> list[dict[str, Any]]:

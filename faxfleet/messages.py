@@ -221,6 +221,23 @@ class Transition(Message):
     detail: str | None = None
 
 
+class PendingChange(Message):
+    """A change an operator asked for on a recipient that waits for a line (``routing``
+    or ``queued``), held until routing has taken the current attempt back (so the old
+    number is never dialled): it applies then, or not at all if a site started the call
+    first (the history says which)."""
+
+    attempt: int
+    """The attempt routing is asked to take back."""
+    number: str | None = None
+    """The new number (E.164)."""
+    send_after: datetime | None = None
+    """Postponed to this time (the recipient waits in ``scheduled``)."""
+    by: str
+    """Who asked (``tenant acme (user bob, key 3f9a1c2e7d4b)``, ``admin (key …)``)."""
+    at: datetime
+
+
 class RecipientStatus(Message):
     index: int
     number: str
@@ -247,6 +264,8 @@ class RecipientStatus(Message):
     updated_at: datetime | None = None
     queued_since: datetime | None = None
     """When the current wait for a line began (see :attr:`RouteOrder.queued_since`)."""
+    pending: PendingChange | None = None
+    """A change of number or ``send_after`` waiting for routing to take the fax back."""
 
 
 class DocumentInfo(Message):
@@ -285,6 +304,9 @@ class FaxStatus(Message):
     cover: CoverFields | None = None
     """The cover page's fields; None: no cover page."""
     header: bool = True
+    revision: int = 0
+    """Times the fax's priority was altered (``PATCH /v1/faxes/{id}``): route orders
+    carry it, so routing keeps the latest one whatever order they arrive in."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -320,6 +342,26 @@ class RouteOrder(Message):
     """When this fax started waiting for a line: its place in the central queue and the
     start of its priority promise. Kept when a fax is given back by a site that went
     down or lost its lease, so it does not lose its place; None: now."""
+    revision: int = 0
+    """The fax's :attr:`FaxStatus.revision` when the order was made: an order for an
+    attempt already waiting replaces it (new priority, same place) only if its revision
+    is higher, so a late or repeated older order changes nothing."""
+
+    @property
+    def attempt_id(self) -> str:
+        return f"{self.job_id}:{self.recipient}:{self.attempt}"
+
+
+class WithdrawOrder(Message):
+    """Scheduler -> routing: take this attempt back unless a site has started it (its
+    number or ``send_after`` is being changed). Idempotent; answered by
+    :class:`Withdrawn`. Once taken back, the attempt is never handed out, even if its
+    route order arrives later."""
+
+    job_id: str
+    recipient: int
+    attempt: int
+    home_site: str
 
     @property
     def attempt_id(self) -> str:
@@ -415,6 +457,21 @@ class HolderDead(Message):
     at: datetime
 
 
+class Withdrawn(Message):
+    """Routing's answer to a :class:`WithdrawOrder`: ``taken_back`` (the attempt was
+    waiting, or handed to ``site`` and not started, and will never be sent) or not (a
+    site started it: ``detail`` says where)."""
+
+    kind: Literal["withdrawn"] = "withdrawn"
+    job_id: str
+    recipient: int
+    attempt: int
+    taken_back: bool
+    site: str | None = None
+    detail: str
+    at: datetime
+
+
 class Unroutable(Message):
     kind: Literal["unroutable"] = "unroutable"
     job_id: str
@@ -493,6 +550,7 @@ FleetEvent = Annotated[
     | Requeued
     | LeaseLost
     | HolderDead
+    | Withdrawn
     | Unroutable
     | AttemptProgress
     | AttemptResult

@@ -140,8 +140,8 @@ DISPATCH_COST = Counter(
 )
 ROUTE_ORDERS = Counter(
     "faxfleet_route_orders",
-    "Routing orders the router took: 'added' to the waiting set, or a 'duplicate' of one "
-    "already waiting or started.",
+    "Routing orders the router took: 'added' to the waiting set, 'revised' (an altered "
+    "fax's new priority), or a 'duplicate' of one already waiting or started.",
     ["result"],
 )
 EVENTS = Counter(

@@ -51,7 +51,17 @@ from routing.reaper import Reaper
 from routing.sites import CONFIG_VERSION, Registry, SiteConfig, group_of
 from routing.waiting import ORDERS, WAITING, placed_key, since, urgency_score, waiting_record
 
-__all__ = ["ORDERS", "WAITING", "Dispatcher", "enqueue", "placed_key", "urgency_score"]
+__all__ = [
+    "ADDED",
+    "ORDERS",
+    "REVISED",
+    "WAITING",
+    "Dispatcher",
+    "enqueue",
+    "place",
+    "placed_key",
+    "urgency_score",
+]
 
 # KEYS: waiting, orders, inflight(site), placed(attempt); ARGV: attempt, lines, record, site
 _CLAIM = """
@@ -122,20 +132,68 @@ def knobs_from(s: Settings) -> Knobs:
     )
 
 
+# KEYS: claim(attempt), placed(attempt), orders, waiting, wake
+# ARGV: attempt, record, score, revision, order JSON, priority
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+local result = 0
+local current = redis.call('HGET', KEYS[3], ARGV[1])
+if not current then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  result = redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[1])
+else
+  local stored = cjson.decode(current)
+  local revision = tonumber(stored['order']['revision']) or 0
+  if tonumber(ARGV[4]) <= revision then return 0 end
+  local at = tonumber(stored['enqueued_at'])
+  redis.call('HSET', KEYS[3], ARGV[1],
+    '{"order": ' .. ARGV[5] .. ', "enqueued_at": ' .. string.format('%.6f', at) .. '}')
+  redis.call('ZADD', KEYS[4], 'XX', (9 - tonumber(ARGV[6])) * 1e13 + at * 1000, ARGV[1])
+  result = 2
+end
+redis.call('LPUSH', KEYS[5], 'order')
+redis.call('LTRIM', KEYS[5], 0, 99)
+return result
+"""
+
+ADDED, REVISED = 1, 2
+"""What :func:`enqueue` did: the attempt joined the waiting set, or a later revision of
+its order (an altered priority) replaced the one waiting, in place."""
+
+
 def enqueue(r: redis.Redis, order: RouteOrder) -> bool:
-    """Put a routing order in the central waiting set (idempotent per attempt)."""
+    """Put a routing order in the central waiting set (idempotent per attempt); whether
+    the waiting set changed (see :func:`place`)."""
+    return place(r, order) != 0
+
+
+def place(r: redis.Redis, order: RouteOrder) -> int:
+    """Put a routing order in the central waiting set (idempotent per attempt), in one
+    script: an attempt handed to a site or taken back (``placed``) is never added again.
+
+    An order for an attempt already waiting replaces it only with a higher
+    :attr:`~faxfleet.messages.RouteOrder.revision` (the fax's priority was altered): its
+    new priority re-scores it, keeping the time it has waited since (``enqueued_at``).
+    Returns 0 (nothing done), :data:`ADDED` or :data:`REVISED`."""
     attempt = order.attempt_id
-    if r.exists(keys.attempt_claim(attempt), placed_key(attempt)):
-        return False  # already handed to a site: a late duplicate of the order
     enqueued = since(order)
-    record = waiting_record(order, enqueued)
-    with r.pipeline() as pipe:
-        pipe.hsetnx(ORDERS, attempt, record)
-        pipe.zadd(WAITING, {attempt: urgency_score(order.priority, enqueued)}, nx=True)
-        pipe.lpush(keys.DISPATCH_WAKE, "order")
-        pipe.ltrim(keys.DISPATCH_WAKE, 0, 99)
-        added = pipe.execute()[1]
-    return bool(added)
+    payload = order.model_dump(mode="json")
+    done = r.eval(
+        _ENQUEUE,
+        5,
+        keys.attempt_claim(attempt),
+        placed_key(attempt),
+        ORDERS,
+        WAITING,
+        keys.DISPATCH_WAKE,
+        attempt,
+        waiting_record(order, enqueued),
+        urgency_score(order.priority, enqueued),
+        order.revision,
+        json.dumps(payload),
+        order.priority,
+    )
+    return int(done)
 
 
 @dataclass

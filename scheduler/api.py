@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): submit, look up, list, cancel and resolve faxes; see the sites.
+"""The HTTP API (FastAPI): submit, look up, list, cancel, alter, requeue and resolve faxes;
+see the sites.
 
 Run: ``uvicorn scheduler.api:app``. ``/v1/sites`` and ``/v1/groups`` (site and group
 administration, cost tables, live site state) are relayed over HTTP to the routing
@@ -6,7 +7,8 @@ service's admin API (``FAXFLEET_ROUTING_ADMIN_URL``), which checks the keys itse
 public API stays the one URL users know. Authentication is a tenant's API key in the
 ``X-API-Key`` header (the configuration holds hashes, compared in constant time; a tenant
 may have several keys while one is rotated: ``faxfleet/credentials.py``); a tenant only
-ever sees its own faxes (another tenant's fax is a 404, not a 403, so ids leak nothing).
+ever sees its own faxes (another tenant's fax is a 404, not a 403, so ids leak nothing),
+an admin key every tenant's.
 """
 
 from __future__ import annotations
@@ -15,35 +17,39 @@ import io
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import httpx
 import redis
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from faxfleet import health, heartbeat, keys, metrics
+from faxfleet import destinations, health, heartbeat, keys, metrics
 from faxfleet.apidocs import serve_docs
 from faxfleet.credentials import StoredKey, require_deployable
 from faxfleet.messages import (
     PRIORITY_DEFAULT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     FaxRequest,
     FaxStatus,
     InboundFax,
     JobState,
     NotifyTarget,
 )
+from faxfleet.numbers import InvalidNumber, to_e164
 from faxfleet.redis_conn import NotReplicated
 from faxfleet.settings import get_settings
 from scheduler import intake, policy_api, states, tasks
 from scheduler.inbound import UnknownInbound
-from scheduler.lifecycle import NotResolvable
+from scheduler.lifecycle import Alteration, BadAlteration, NotAlterable, NotResolvable
 from scheduler.store import UnknownJob
 
 settings = get_settings()
@@ -397,53 +403,6 @@ def _store_and_start(
     return fax, new
 
 
-def _own(job_id: str, tenant: str, history: bool = False) -> FaxStatus:
-    try:
-        fax = tasks.store().get(job_id, history=history)
-    except UnknownJob:
-        raise HTTPException(404, f"no fax {job_id}") from None
-    if fax.tenant != tenant:
-        raise HTTPException(404, f"no fax {job_id}")
-    return fax
-
-
-@app.get("/v1/faxes/{job_id}", response_model=FaxStatus, responses={404: {"model": ErrorBody}})
-def get_fax(job_id: str, tenant: Tenant) -> FaxStatus:
-    """One fax with per-recipient status and its full transition history."""
-    return _own(job_id, tenant, history=True)
-
-
-@app.get("/v1/faxes", response_model=list[FaxStatus])
-def list_faxes(
-    tenant: Tenant,
-    state: JobState | None = None,
-    site: str | None = None,
-    user: str | None = None,
-    limit: int = 50,
-) -> list[FaxStatus]:
-    """The tenant's faxes, newest first (``state`` matches the fax or any recipient)."""
-    if not 1 <= limit <= 1000:
-        raise HTTPException(422, "limit must be between 1 and 1000")
-    return tasks.store().list(tenant, state=state, site=site, user=user, limit=limit)
-
-
-@app.post(
-    "/v1/faxes/{job_id}/cancel",
-    status_code=202,
-    response_model=FaxStatus,
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
-)
-def cancel_fax(job_id: str, tenant: Tenant) -> FaxStatus:
-    """Cancel every recipient not yet settled. Recipients on a line hang up at the next
-    page boundary and then show ``cancelled``."""
-    fax = _own(job_id, tenant)
-    if all(states.is_final(r.state) for r in fax.recipients):
-        raise HTTPException(409, f"fax {job_id} is already {fax.state.value}")
-    tasks.set_cancel_flag(job_id)
-    tasks.apply(job_id, tasks.machine().cancel)
-    return _own(job_id, tenant, history=True)
-
-
 @dataclass(frozen=True)
 class Caller:
     """Who calls: a tenant (its key) or an administrator (``tenant`` None, an admin key)."""
@@ -462,6 +421,84 @@ def caller_of(x_api_key: Annotated[str | None, Header()] = None) -> Caller:
     """A tenant key acts for its tenant; an admin key for every tenant."""
     key = _key(x_api_key)
     return Caller(key.tenant, key.id)
+
+
+def _own(job_id: str, tenant: str, history: bool = False) -> FaxStatus:
+    try:
+        fax = tasks.store().get(job_id, history=history)
+    except UnknownJob:
+        raise HTTPException(404, f"no fax {job_id}") from None
+    if fax.tenant != tenant:
+        raise HTTPException(404, f"no fax {job_id}")
+    return fax
+
+
+def _visible(job_id: str, caller: Caller, history: bool = False) -> FaxStatus:
+    """The fax, if ``caller`` may see it: a tenant its own (another's is a 404, as an
+    unknown one), an admin key any tenant's."""
+    if caller.tenant is not None:
+        return _own(job_id, caller.tenant, history)
+    return _any(job_id, history)
+
+
+AnyCaller = Annotated[Caller, Depends(caller_of)]
+
+
+@app.get("/v1/faxes/{job_id}", response_model=FaxStatus, responses={404: {"model": ErrorBody}})
+def get_fax(job_id: str, caller: AnyCaller) -> FaxStatus:
+    """One fax with per-recipient status and its full transition history (an admin key:
+    any tenant's)."""
+    return _visible(job_id, caller, history=True)
+
+
+@app.get(
+    "/v1/faxes",
+    response_model=list[FaxStatus],
+    responses={403: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+)
+def list_faxes(
+    caller: AnyCaller,
+    state: JobState | None = None,
+    site: str | None = None,
+    user: str | None = None,
+    limit: int = 50,
+    all_tenants: Annotated[bool, Query(alias="all")] = False,
+    tenant: str | None = None,
+) -> list[FaxStatus]:
+    """The tenant's faxes, newest first (``state`` matches the fax or any recipient).
+    An admin key lists every tenant's with ``all=true``, or one tenant's with
+    ``tenant``; a tenant key only its own."""
+    if not 1 <= limit <= 1000:
+        raise HTTPException(422, "limit must be between 1 and 1000")
+    store = tasks.store()
+    if caller.tenant is not None:
+        if all_tenants or tenant not in (None, caller.tenant):
+            raise HTTPException(403, "a tenant key lists its own faxes only")
+        return store.list(caller.tenant, state=state, site=site, user=user, limit=limit)
+    if tenant is not None:
+        return store.list(tenant, state=state, site=site, user=user, limit=limit)
+    if not all_tenants:
+        raise HTTPException(
+            422, "an admin key lists every tenant's faxes (all=true) or one tenant's (tenant=…)"
+        )
+    return store.list_all(state=state, site=site, user=user, limit=limit)
+
+
+@app.post(
+    "/v1/faxes/{job_id}/cancel",
+    status_code=202,
+    response_model=FaxStatus,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+def cancel_fax(job_id: str, caller: AnyCaller) -> FaxStatus:
+    """Cancel every recipient not yet settled. Recipients on a line hang up at the next
+    page boundary and then show ``cancelled``. An admin key cancels any tenant's fax."""
+    fax = _visible(job_id, caller)
+    if all(states.is_final(r.state) for r in fax.recipients):
+        raise HTTPException(409, f"fax {job_id} is already {fax.state.value}")
+    tasks.set_cancel_flag(job_id)
+    tasks.apply(job_id, tasks.machine().cancel)
+    return _any(job_id, history=True)
 
 
 class ResolveRequest(BaseModel):
@@ -518,6 +555,203 @@ def resolve_fax(
         )
     except NotResolvable as exc:
         raise HTTPException(409, str(exc)) from None
+    return _any(job_id, history=True)
+
+
+class AlterRequest(BaseModel):
+    """What to change on a fax not yet on a line; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: StrictInt | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    """0 (bulk) .. 9 (most urgent): reorders the fax among those waiting for a line."""
+    send_after: datetime | None = None
+    """Send not before this time (ISO 8601 with its zone); ``null``: now. A fax waiting
+    for a line and postponed is taken back first (202)."""
+    kill_after_seconds: float | None = Field(None, gt=0, le=30 * 86400)
+    """Give up this long after the fax's start (``send_after``, else submission)."""
+    numbers: dict[str, str] = Field(default_factory=dict, max_length=100)
+    """A recipient's current number -> its new number (any format ``to`` takes)."""
+    override_policy: bool = False
+    """Admin keys: a new number the tenant's destination policy bars is taken anyway
+    (recorded in the history)."""
+    note: str | None = Field(None, max_length=500)
+    """Why (kept in the history)."""
+    user: str | None = Field(None, max_length=100)
+    """Who changes it, beside the key (kept in the history)."""
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _not_a_flag(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("priority is a whole number from 0 to 9")
+        return value
+
+    @field_validator("kill_after_seconds", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError("kill_after_seconds is a number of seconds")
+        return value
+
+    @field_validator("send_after")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError(
+                "send_after needs a time zone: end it with Z (UTC) or an offset like +01:00"
+            )
+        return value.astimezone(UTC) if value is not None else None
+
+    @field_validator("note", "user")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("no control characters (line breaks, tabs, ...) in this field")
+        return value
+
+
+def _new_numbers(
+    fax: FaxStatus, body: AlterRequest, caller: Caller, by: str
+) -> tuple[dict[str, str], str | None]:
+    """The number changes as E.164 (current -> new), checked as at submission: valid
+    numbers, and the tenant's destination policy (an admin key may override it: the
+    returned note says so for the history)."""
+    region = settings.default_region
+    changes: dict[str, str] = {}
+    for old, new in body.numbers.items():
+        try:
+            current = to_e164(old, region)
+        except InvalidNumber:
+            current = old.strip()
+        try:
+            changes[current] = to_e164(new, region)
+        except InvalidNumber as exc:
+            raise HTTPException(422, f"numbers[{old!r}]: {exc}") from None
+    targets = list(changes.values())
+    barred = destinations.check_all(targets, tasks.allowance().rules(fax.tenant))
+    if not barred:
+        return changes, None
+    reasons = "; ".join(f"numbers[{targets[i]!r}]: {refusal.reason}" for i, refusal in barred)
+    if not body.override_policy:
+        raise HTTPException(422, reasons)
+    return changes, f"override_policy by {by}: {reasons}"
+
+
+@app.patch(
+    "/v1/faxes/{job_id}",
+    response_model=FaxStatus,
+    responses={
+        202: {"description": "A change waits for routing to take the fax back (`pending`)"},
+        403: {"model": ErrorBody, "description": "override_policy with a tenant key"},
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "On a line, settled, or a cover page"},
+        422: {"model": ErrorBody},
+    },
+)
+def alter_fax(job_id: str, body: AlterRequest, caller: AnyCaller, response: Response) -> FaxStatus:
+    """Change a fax not yet on a line (``submitted`` .. ``queued``, ``retry_scheduled``),
+    as HylaFAX's ``faxalter`` does: its priority (it moves in the queue at once), its
+    ``send_after`` and kill time, a recipient's number. A new number is checked as at
+    submission (and by the tenant's destination policy). A recipient waiting for a line
+    whose number changes, or that is postponed, is first taken back by routing: the answer
+    is then 202 with the change under ``pending``; it applies within a moment, or not at
+    all if a site started the call meanwhile (the history says which). The history
+    records who changed what. A tenant alters its own faxes, an admin key any tenant's."""
+    fax = _visible(job_id, caller)
+    by = caller.describe(body.user)
+    values = {
+        "priority": body.priority,
+        "send_after": "now",  # null means now: a change
+        "kill_after_seconds": body.kill_after_seconds,
+        "numbers": body.numbers or None,
+    }
+    if not any(values[f] is not None for f in values if f in body.model_fields_set):
+        raise HTTPException(
+            422, "nothing to change: give priority, send_after, kill_after_seconds or numbers"
+        )
+    if body.override_policy and caller.tenant is not None:
+        raise HTTPException(403, "override_policy needs an admin key")
+    numbers, overridden = _new_numbers(fax, body, caller, by) if body.numbers else ({}, None)
+    change = Alteration(
+        priority=body.priority,
+        send_after=body.send_after,
+        send_after_set="send_after" in body.model_fields_set,
+        kill_after_seconds=body.kill_after_seconds,
+        numbers=numbers,
+        note="; ".join(x for x in (body.note, overridden) if x) or None,
+    )
+    machine = tasks.machine()
+    try:
+        tasks.apply(job_id, lambda d: machine.alter(d, change, by))
+    except NotAlterable as exc:
+        raise HTTPException(409, str(exc)) from None
+    except BadAlteration as exc:
+        raise HTTPException(422, str(exc)) from None
+    altered = _any(job_id, history=True)
+    if any(r.pending is not None for r in altered.recipients):
+        response.status_code = 202
+    return altered
+
+
+class RetryRequest(BaseModel):
+    """Send again a fax that failed, or whose outcome is uncertain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipient: int | None = Field(None, ge=0)
+    """The recipient (index); none: every failed or uncertain one."""
+    from_start: bool = False
+    """From page 1 rather than the first page the far end did not confirm."""
+    kill_after_seconds: float | None = Field(None, gt=0, le=30 * 86400)
+    """Keep trying at least this long from now (default: the fax's own kill time's
+    length)."""
+    note: str | None = Field(None, max_length=500)
+    user: str | None = Field(None, max_length=100)
+
+
+@app.post(
+    "/v1/faxes/{job_id}/retry",
+    response_model=FaxStatus,
+    responses={
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "Nothing failed or uncertain, or no pages"},
+        422: {"model": ErrorBody},
+    },
+)
+def retry_fax(job_id: str, caller: AnyCaller, body: RetryRequest | None = None) -> FaxStatus:
+    """Requeue a failed or ``outcome_uncertain`` fax (``faxfleet requeue``): a new
+    attempt, from the first page the far end did not confirm (``from_start``: page 1),
+    with fresh dial and try counters and at least its kill time's length to go. An
+    uncertain recipient is resent exactly as ``resolve`` with ``resend`` does. The user
+    is notified of the new outcome. A tenant requeues its own faxes, an admin key any
+    tenant's; the history records who."""
+    body = body or RetryRequest()
+    fax = _visible(job_id, caller)
+    if body.recipient is not None and body.recipient >= len(fax.recipients):
+        raise HTTPException(
+            422, f"fax {job_id} has no recipient {body.recipient} ({len(fax.recipients)} in all)"
+        )
+    if fax.pages and not tasks.store().r.exists(keys.pages(job_id)):
+        raise HTTPException(409, f"fax {job_id}'s rendered pages are no longer kept")
+    by = caller.describe(body.user)
+    machine = tasks.machine()
+    try:
+        tasks.apply(
+            job_id,
+            lambda d: machine.requeue(
+                d,
+                body.recipient,
+                by,
+                body.note,
+                from_start=body.from_start,
+                kill_after_seconds=body.kill_after_seconds,
+            ),
+        )
+    except NotResolvable as exc:
+        raise HTTPException(409, str(exc)) from None
+    except BadAlteration as exc:
+        raise HTTPException(422, str(exc)) from None
     return _any(job_id, history=True)
 
 

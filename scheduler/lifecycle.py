@@ -14,7 +14,8 @@ handler also checks the state it moves from (a "routed" after the site's "dialin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -23,9 +24,11 @@ from faxfleet.messages import (
     AttemptProgress,
     AttemptResult,
     Cause,
+    FaxStatus,
     HolderDead,
     JobState,
     LeaseLost,
+    PendingChange,
     RenderDone,
     RenderFailed,
     RenderOrder,
@@ -33,11 +36,13 @@ from faxfleet.messages import (
     Routed,
     RouteOrder,
     Unroutable,
+    Withdrawn,
+    WithdrawOrder,
     now,
 )
 from faxfleet.settings import Settings
 from scheduler import retry, states
-from scheduler.store import Draft, NotAllowed, route_timer, watch_member
+from scheduler.store import Draft, NotAllowed, describe_pending, route_timer, watch_member
 
 S = JobState
 
@@ -71,7 +76,14 @@ class Changed:
     line: str | None
 
 
-Effect = Route | Render | Notify | Changed
+@dataclass(frozen=True)
+class Withdraw:
+    """Ask routing to take an attempt back (answered by a ``Withdrawn`` event)."""
+
+    order: WithdrawOrder
+
+
+Effect = Route | Render | Notify | Changed | Withdraw
 
 MAX_RENDERS = 3
 """Times the watchdog finds a fax not rendered in time before it gives up on it (it
@@ -88,6 +100,43 @@ class NotResolvable(Exception):
     def __init__(self, message: str, state: JobState) -> None:
         super().__init__(message)
         self.state = state
+
+
+class NotRequeueable(NotResolvable):
+    """Only a ``failed`` recipient that reached the calling stage, or an
+    ``outcome_uncertain`` one, can be requeued."""
+
+
+class NotAlterable(Exception):
+    """The fax (or the recipient whose number is to change) is on a line or settled, or
+    the change cannot apply to it (HTTP 409); ``state`` is where it stands."""
+
+    def __init__(self, message: str, state: JobState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class BadAlteration(ValueError):
+    """A change whose values cannot be taken (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class Alteration:
+    """What an operator changes on a fax not yet on a line (``PATCH /v1/faxes/{id}``).
+
+    ``send_after`` applies when ``send_after_set`` (None: send now); ``numbers`` maps a
+    recipient's current number to its new one (both E.164, checked by the caller)."""
+
+    priority: int | None = None
+    send_after: datetime | None = None
+    send_after_set: bool = False
+    kill_after_seconds: float | None = None
+    numbers: Mapping[str, str] = field(default_factory=dict)
+    note: str | None = None
+
+
+def _utc(at: datetime) -> str:
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC"
 
 
 class Lifecycle:
@@ -110,11 +159,13 @@ class Lifecycle:
         at: datetime,
         keep_place: bool = False,
         detail: str | None = None,
+        requeue: bool = False,
     ) -> Route:
         """Put recipient ``index`` into routing and return the order for the router.
 
         ``keep_place``: the fax goes on waiting where it waited before (given back by a
-        site, or its call lost with its worker): same place in the queue, same promise."""
+        site, or its call lost with its worker): same place in the queue, same promise.
+        ``requeue``: an operator's requeue of a failed recipient."""
         r = draft.recipient(index)
         attempt = r.attempt + 1 if new_attempt else r.attempt
         queued_since = (r.queued_since or at) if keep_place else at
@@ -128,6 +179,7 @@ class Lifecycle:
                 at=at,
                 queued_since=queued_since,
                 detail=detail,
+                requeue=requeue,
             )
         else:
             draft.set_recipient(index, queued_since=queued_since)
@@ -155,6 +207,19 @@ class Lifecycle:
                 sender=fax.sender,
                 header=fax.header,
                 queued_since=r.queued_since,
+                revision=fax.revision,
+            )
+        )
+
+    @staticmethod
+    def _withdraw(draft: Draft, index: int) -> Withdraw:
+        """Ask routing to take back the attempt recipient ``index``'s pending change is for."""
+        fax = draft.status
+        pending = draft.recipient(index).pending
+        assert pending is not None
+        return Withdraw(
+            WithdrawOrder(
+                job_id=fax.id, recipient=index, attempt=pending.attempt, home_site=fax.home_site
             )
         )
 
@@ -328,14 +393,17 @@ class Lifecycle:
         r = draft.recipient(ev.recipient)
         if r.attempt != ev.attempt:
             return []
+        # The site gave back the order it was handed: an altered fax's current order
+        # follows it, so routing has the latest priority (it keeps the higher revision).
+        latest: list[Effect] = [self._order(draft, ev.recipient)] if draft.status.revision else []
         if r.state == S.ROUTING:  # applied before its "routed": note it, nothing moves
             draft.note(ev.detail, site=ev.site)
-            return []
+            return latest
         if r.state != S.QUEUED:
             return []
         draft.move(ev.recipient, S.ROUTING, detail=ev.detail, at=ev.at)
         self._watch_queue(draft, ev.recipient, ev.at)
-        return [self._changed(draft, ev.recipient)]
+        return [self._changed(draft, ev.recipient), *latest]
 
     def on_lease_lost(self, draft: Draft, ev: LeaseLost) -> list[Effect]:
         """The worker that started this attempt stopped renewing its lease: dead, hung,
@@ -520,6 +588,10 @@ class Lifecycle:
         """A recipient made no progress in time."""
         r = draft.recipient(index)
         at = now()
+        if r.pending is not None and r.state in (S.ROUTING, S.QUEUED):
+            # A change waits for routing to take the fax back: ask again (idempotent).
+            self._watch_queue(draft, index, at)
+            return [self._withdraw(draft, index)]
         if r.state == S.ROUTING:
             # Routing orders are idempotent per attempt: send the same one again.
             return [self._route(draft, index, new_attempt=False, at=at, keep_place=True)]
@@ -651,6 +723,273 @@ class Lifecycle:
                 effects.append(route)
             effects.append(self._changed(draft, idx))
         return effects + self._settled(before, draft)
+
+    def alter(self, draft: Draft, change: Alteration, by: str) -> list[Effect]:
+        """An operator changes a fax not yet on a line (``by`` names who, for the history).
+
+        * **priority** (the fax's): stored with a new revision; each recipient waiting in
+          the central set gets its order again, which routing re-scores in place (same
+          place among faxes of its new priority); later attempts carry it.
+        * **send_after** (None: now) and the **kill time** (``kill_after_seconds`` from
+          the fax's start, as at submission; moving ``send_after`` keeps the kill time's
+          distance from the start): recipients waiting for a timer (``scheduled``,
+          ``retry_scheduled``) move their timer to it; one not yet rendered takes it once
+          rendered; one waiting for a line and postponed is taken back first (below).
+        * **numbers** (current -> new): at once for a recipient not yet routed or waiting
+          for a timer; for one waiting for a line (``routing``, ``queued``) the change is
+          held (:class:`~faxfleet.messages.PendingChange`) and routing asked to take the
+          attempt back (:class:`Withdraw`): it applies when routing answers that it did
+          (:meth:`on_withdrawn`), or lapses if a site started the call first.
+
+        Raises :class:`NotAlterable` when no recipient waits (on a line or settled), when a
+        number is to change on a recipient on a line or settled, or on a fax with a cover
+        page (it names the numbers, rendered at submission); :class:`BadAlteration` for a
+        number the fax does not have or a kill time past, or beyond the documents'
+        retention."""
+        fax = draft.status
+        at = now()
+        if not any(r.state in states.WAITING for r in fax.recipients):
+            raise NotAlterable(
+                f"fax {fax.id} is {fax.state.value}: only a fax not yet on a line can be altered",
+                fax.state,
+            )
+        renumber: dict[int, str] = {}
+        for old, new in change.numbers.items():
+            matching = [r for r in fax.recipients if r.number == old]
+            if not matching:
+                raise BadAlteration(f"numbers: fax {fax.id} has no recipient {old}")
+            for r in matching:
+                if r.state not in states.WAITING:
+                    raise NotAlterable(
+                        f"recipient {r.index} of fax {fax.id} is {r.state.value}: its number "
+                        "can only change before it is on a line",
+                        r.state,
+                    )
+                if new != old:
+                    renumber[r.index] = new
+        if renumber and fax.cover is not None:
+            raise NotAlterable(
+                f"fax {fax.id} has a cover page, rendered at submission, that names its "
+                "numbers: cancel it and send it again to the new number",
+                fax.state,
+            )
+        kill_at = self._kill_time(fax, change, at)
+        changes: list[str] = []
+        reprioritised = change.priority is not None and change.priority != fax.priority
+        if reprioritised:
+            changes.append(f"priority {fax.priority} -> {change.priority}")
+            draft.set(priority=change.priority, revision=fax.revision + 1)
+        if change.send_after_set and change.send_after != fax.send_after:
+            before = _utc(fax.send_after) if fax.send_after else "none"
+            after = _utc(change.send_after) if change.send_after else "now"
+            changes.append(f"send_after {before} -> {after}")
+            draft.set(send_after=change.send_after)
+        if kill_at != fax.kill_at:
+            changes.append(f"kill time {_utc(fax.kill_at)} -> {_utc(kill_at)}")
+            draft.set(kill_at=kill_at)
+        due = max(change.send_after or at, at)
+        postpone = change.send_after_set and due > at
+        effects: list[Effect] = []
+        for r in draft.status.recipients:
+            idx = r.index
+            if r.state not in states.WAITING:
+                continue
+            new = renumber.get(idx)
+            if r.state in (S.ROUTING, S.QUEUED):
+                if new is not None or change.send_after_set:
+                    held = r.pending
+                    pending = PendingChange(
+                        attempt=r.attempt,
+                        number=new if new is not None else (held.number if held else None),
+                        send_after=(due if postpone else None)
+                        if change.send_after_set
+                        else (held.send_after if held else None),
+                        by=by,
+                        at=at,
+                    )
+                    if pending.number is not None or pending.send_after or held is not None:
+                        draft.set_recipient(idx, pending=pending)
+                        self._watch_queue(draft, idx, at)
+                        effects.append(self._withdraw(draft, idx))
+                        what = describe_pending(pending.number, pending.send_after)
+                        changes.append(
+                            f"recipient {idx}: {what} once routing has taken it back "
+                            f"(attempt {r.attempt})"
+                        )
+                if reprioritised and r.state == S.ROUTING:
+                    effects.append(self._order(draft, idx))
+                continue
+            if new is not None:
+                changes.append(f"recipient {idx}: number {r.number} -> {new}")
+                draft.set_recipient(idx, number=new)
+            if r.state in states.ON_TIMER and change.send_after_set:
+                draft.set_recipient(idx, next_try_at=due)
+                draft.set_timer(route_timer(fax.id, idx), due)
+        if changes:
+            suffix = f"; note: {change.note}" if change.note else ""
+            draft.note(f"altered by {by}: {'; '.join(changes)}{suffix}")
+        return effects
+
+    def _kill_time(self, fax: FaxStatus, change: Alteration, at: datetime) -> datetime:
+        """The fax's kill time after ``change`` (checked against the retention)."""
+        if change.kill_after_seconds is None and not change.send_after_set:
+            return fax.kill_at
+        old_start = max(fax.created_at, fax.send_after or fax.created_at)
+        start = max(change.send_after or at, at) if change.send_after_set else old_start
+        if change.kill_after_seconds is not None:
+            kill_at = start + timedelta(seconds=change.kill_after_seconds)
+        else:
+            kill_at = start + (fax.kill_at - old_start)
+        if kill_at <= at:
+            raise BadAlteration(
+                f"kill_after_seconds: the kill time would be {_utc(kill_at)}, already past "
+                f"(the fax started at {_utc(start)})"
+            )
+        kept = fax.created_at + timedelta(seconds=self.s.retention_seconds)
+        if kill_at > kept:
+            raise BadAlteration(
+                f"the fax would keep trying until {_utc(kill_at)}, after its documents "
+                f"expire ({_utc(kept)}): choose an earlier send_after or a shorter "
+                "kill_after_seconds"
+            )
+        return kill_at
+
+    def on_withdrawn(self, draft: Draft, ev: Withdrawn) -> list[Effect]:
+        """Routing answered a :class:`Withdraw`. Taken back: the attempt is never sent, so
+        the held change applies (new number) and the recipient waits again, keeping its
+        place, as a new attempt, or in ``scheduled`` if postponed. Not taken back: a site
+        started the call; the change lapses and the history says so."""
+        idx = ev.recipient
+        r = draft.recipient(idx)
+        held = r.pending
+        if held is None or held.attempt != ev.attempt or r.attempt != ev.attempt:
+            return []  # a repeated answer, or the change lapsed already
+        if r.state not in (S.ROUTING, S.QUEUED):  # (the store lapses it on such a move)
+            draft.set_recipient(idx, pending=None)
+            return []
+        if not ev.taken_back:
+            draft.lapse(idx, ev.detail)
+            draft.set_recipient(idx, pending=None)
+            return []
+        draft.set_recipient(idx, pending=None)
+        at = now()
+        applied = []
+        if held.number is not None and held.number != r.number:
+            applied.append(f"number {r.number} -> {held.number}")
+            draft.set_recipient(idx, number=held.number)
+        where = f"taken back from site {ev.site}" if ev.site else "taken out of the waiting set"
+        send_after = draft.status.send_after
+        if send_after is not None and send_after > at:
+            applied.append(f"postponed to {_utc(send_after)}")
+            detail = f"{', '.join(applied)} as asked by {held.by} ({where})"
+            draft.move(idx, S.SCHEDULED, next_try_at=send_after, at=at, detail=detail)
+            draft.set_timer(route_timer(draft.status.id, idx), send_after)
+            draft.set_watch(watch_member(draft.status.id, idx), None)
+            return [self._changed(draft, idx)]
+        detail = (
+            f"{', '.join(applied) or 'no change left'} as asked by {held.by} ({where}): "
+            f"waiting for a line again as attempt {r.attempt + 1}, keeping its place"
+        )
+        if r.state == S.QUEUED:
+            route = self._route(draft, idx, new_attempt=True, at=at, keep_place=True, detail=detail)
+        else:  # routing keeps the old attempt withdrawn: the fax waits as a new one
+            draft.set_recipient(idx, attempt=r.attempt + 1, event_seq=0)
+            draft.note(f"recipient {idx}: {detail}")
+            route = self._route(draft, idx, new_attempt=False, at=at, keep_place=True)
+        return [route, self._changed(draft, idx)]
+
+    def requeue(
+        self,
+        draft: Draft,
+        index: int | None,
+        by: str,
+        note: str | None = None,
+        *,
+        from_start: bool = False,
+        kill_after_seconds: float | None = None,
+    ) -> list[Effect]:
+        """An operator sends again recipient ``index`` (``None``: every failed or
+        ``outcome_uncertain`` one): a new attempt, routed like any other.
+
+        * ``outcome_uncertain``: exactly :meth:`resolve` with ``resend``.
+        * ``failed``: back to ``routing`` (the one move out of a final state,
+          :data:`~scheduler.states.REQUEUE`) with fresh dial and try counters, from the
+          first page the far end did not confirm (``from_start``: page 1). The fax may be
+          notified of its new outcome, even if it fails again.
+
+        Either way the kill time is at least ``kill_after_seconds`` (default: the fax's own
+        kill time's length) from now, and the history names who. Raises
+        :class:`NotRequeueable` for any other state, and for a recipient that failed
+        before any call (not rendered, over its quota)."""
+        fax = draft.status
+        allowed = (S.FAILED, S.OUTCOME_UNCERTAIN)
+        if index is None:
+            indexes = [r.index for r in fax.recipients if r.state in allowed]
+            if not indexes:
+                raise NotRequeueable(
+                    f"fax {fax.id} is {fax.state.value}: no recipient failed or has an "
+                    "uncertain outcome",
+                    fax.state,
+                )
+        else:
+            state = draft.recipient(index).state
+            if state not in allowed:
+                raise NotRequeueable(
+                    f"recipient {index} of fax {fax.id} is {state.value}, not failed or "
+                    "outcome_uncertain",
+                    state,
+                )
+            indexes = [index]
+        for idx in indexes:
+            r = draft.recipient(idx)
+            if r.state == S.FAILED and (
+                not fax.pages or r.cause in (Cause.RENDER_ERROR, Cause.QUOTA_EXCEEDED)
+            ):
+                why = r.cause.value if r.cause else "not rendered"
+                raise NotRequeueable(
+                    f"recipient {idx} of fax {fax.id} failed before any call ({why}): "
+                    "send it again",
+                    r.state,
+                )
+        at = now()
+        start = max(fax.created_at, fax.send_after or fax.created_at)
+        length = (
+            timedelta(seconds=kill_after_seconds)
+            if kill_after_seconds is not None
+            else fax.kill_at - start
+        )
+        if length > timedelta(seconds=self.s.retention_seconds):
+            raise BadAlteration(
+                f"kill_after_seconds: longer than the {self.s.retention_seconds} s a requeued "
+                "fax's pages are kept"
+            )
+        kill_at = max(fax.kill_at, at + length)
+        if kill_at != fax.kill_at:
+            draft.set(kill_at=kill_at)
+            draft.note(f"kill time {_utc(fax.kill_at)} -> {_utc(kill_at)} for the requeue by {by}")
+        suffix = f"; note: {note}" if note else ""
+        effects: list[Effect] = []
+        for idx in indexes:
+            r = draft.recipient(idx)
+            if r.state == S.OUTCOME_UNCERTAIN:
+                effects += self.resolve(draft, idx, "resend", by, note, from_start=from_start)
+                continue
+            pages = fax.pages or 0
+            confirmed = r.pages_confirmed
+            if from_start or confirmed >= pages:
+                draft.set_recipient(idx, pages_confirmed=0)
+            draft.set_recipient(idx, dials=0, tries=0, not_a_fax=0, cause=None)
+            first = draft.recipient(idx).pages_confirmed + 1
+            detail = (
+                f"requeued by {by} after {r.cause.value if r.cause else 'failure'}, from page "
+                f"{first} (the far end confirmed {confirmed} of {pages} pages){suffix}"
+            )
+            draft.reopened.add(S.FAILED)
+            effects.append(
+                self._route(draft, idx, new_attempt=True, at=at, detail=detail, requeue=True)
+            )
+            effects.append(self._changed(draft, idx))
+        return effects
 
     @staticmethod
     def _explain_last_move(draft: Draft, index: int, to: JobState, detail: str) -> None:

@@ -14,6 +14,8 @@ Keys (private to the scheduler):
 * ``ff:idem:{t}:{key}``: idempotency key -> fax id
 * ``ff:timers``: due work (sorted set by time): ``route:{id}:{n}`` (send-after, retries)
 * ``ff:watch``: deadlines of recipients on a site (sorted set): ``{id}:{n}``
+* ``ff:notified:{id}:{state}``: the notifications of a fax settled in that state were
+  queued (``SET NX``); ``ff:notified:{id}:{state}:{channel}``: one was delivered
 
 Shared with the metrics (``faxfleet/keys.py``), written in the transaction that changes a
 fax's state so they never disagree with it: ``ff:stats:state:{state}`` (the faxes in each
@@ -24,8 +26,9 @@ entered, fleet-wide).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -41,7 +44,7 @@ from faxfleet.messages import (
 )
 from faxfleet.redis_conn import NotReplicated, wait_for_replicas
 from faxfleet.settings import get_settings
-from scheduler import states
+from scheduler import outbox, states
 
 T = TypeVar("T")
 
@@ -61,6 +64,9 @@ def tenant_key(tenant: str) -> str:
     return f"ff:tenant:{tenant}:jobs"
 
 
+TENANT_KEY_PATTERN = "ff:tenant:*:jobs"
+
+
 def idem_key(tenant: str, key: str) -> str:
     return f"ff:idem:{tenant}:{key}"
 
@@ -71,6 +77,21 @@ def route_timer(job_id: str, recipient: int) -> str:
 
 def watch_member(job_id: str, recipient: int) -> str:
     return f"{job_id}:{recipient}"
+
+
+NOTIFY_CHANNELS = ("email", "webhook")
+
+
+def notified_key(job_id: str, settled: JobState) -> str:
+    """Set (NX) when the notifications of a fax settled in ``settled`` are queued: once per
+    fax and settled state, however often the event that settled it is applied."""
+    return f"ff:notified:{job_id}:{settled.value}"
+
+
+def delivered_key(job_id: str, settled: JobState, channel: str) -> str:
+    """``sending`` while a notification of ``settled`` is on its way on ``channel`` (with a
+    short expiry), ``sent`` once delivered: a redelivered or concurrent task sends no copy."""
+    return f"ff:notified:{job_id}:{settled.value}:{channel}"
 
 
 class UnknownJob(KeyError):
@@ -89,6 +110,9 @@ class Draft:
         self.transitions: list[Transition] = []
         self.timers: dict[str, float | None] = {}
         self.watches: dict[str, float | None] = {}
+        self.reopened: set[JobState] = set()
+        """Settled states the fax leaves for good (an operator's requeue): their
+        notification marks are cleared, so settling there again is notified again."""
 
     def recipient(self, index: int) -> RecipientStatus:
         return self.status.recipients[index]
@@ -111,11 +135,25 @@ class Draft:
         cause: Any = None,
         detail: str | None = None,
         at: datetime | None = None,
+        requeue: bool = False,
         **fields: Any,
     ) -> None:
-        """Move recipient ``index`` to ``to`` (checked against the table) and log it."""
+        """Move recipient ``index`` to ``to`` (checked against the table; with ``requeue``,
+        an operator's requeue out of ``failed``) and log it.
+
+        A change held for the recipient (:class:`~faxfleet.messages.PendingChange`) lapses
+        when it leaves ``routing``/``queued`` or its attempt changes: that attempt is no
+        longer the one routing was asked to take back. The history says so."""
         current = self.recipient(index)
-        states.check(current.state, to)
+        states.check(current.state, to, requeue=requeue)
+        attempt = fields.get("attempt", current.attempt)
+        pending = current.pending
+        if pending is not None and to not in (JobState.ROUTING, JobState.QUEUED):
+            fields["pending"] = None
+            self.lapse(index, f"it went to {to.value} first")
+        elif pending is not None and attempt != current.attempt:
+            fields["pending"] = None
+            self.lapse(index, f"its attempt {current.attempt} ended first")
         pages_confirmed = fields.get("pages_confirmed", current.pages_confirmed)
         if to == JobState.DONE and (not self.status.pages or pages_confirmed < self.status.pages):
             raise NotAllowed(
@@ -145,6 +183,16 @@ class Draft:
             )
         )
 
+    def lapse(self, index: int, why: str) -> None:
+        """Log that recipient ``index``'s pending change was not applied, and why."""
+        pending = self.recipient(index).pending
+        if pending is None:
+            return
+        self.note(
+            f"recipient {index}: {describe_pending(pending.number, pending.send_after)} "
+            f"asked by {pending.by} not applied: {why}"
+        )
+
     def note(self, detail: str, *, site: str | None = None) -> None:
         """Log an event that is not a state change (e.g. a notification delivered)."""
         self.transitions.append(
@@ -163,6 +211,16 @@ class Draft:
 
     def set_watch(self, member: str, deadline: datetime | None) -> None:
         self.watches[member] = deadline.timestamp() if deadline else None
+
+
+def describe_pending(number: str | None, send_after: datetime | None) -> str:
+    """``number -> +33142685301, postponed to 2030-01-01 09:00:00 UTC``."""
+    parts = []
+    if number is not None:
+        parts.append(f"number -> {number}")
+    if send_after is not None:
+        parts.append(f"postponed to {send_after:%Y-%m-%d %H:%M:%S} UTC")
+    return ", ".join(parts) or "taking the fax back"
 
 
 class JobStore:
@@ -303,20 +361,64 @@ class JobStore:
             if not ids:
                 break
             start += batch
-            raws = self.r.mget([job_key(i.decode()) for i in ids])
-            for raw in raws:
-                if raw is None:
-                    continue
-                fax = FaxStatus.model_validate_json(raw)
-                if state and fax.state != state and all(r.state != state for r in fax.recipients):
-                    continue
-                if site and all(r.site != site for r in fax.recipients):
-                    continue
-                if user and fax.user != user:
-                    continue
-                found.append(fax)
-                if len(found) >= limit:
-                    break
+            found += self._matching([i.decode() for i in ids], state, site, user)
+        return found[:limit]
+
+    def list_all(
+        self,
+        *,
+        state: JobState | None = None,
+        site: str | None = None,
+        user: str | None = None,
+        limit: int = 100,
+    ) -> list[FaxStatus]:
+        """Every tenant's faxes, newest first, with the filters of :meth:`list` (for admin
+        keys). Each tenant's listing is read in batches and merged by creation time."""
+        tenant_keys = sorted(k.decode() for k in self.r.scan_iter(TENANT_KEY_PATTERN, 1000))
+        merged = heapq.merge(*(self._newest(k) for k in tenant_keys), reverse=True)
+        found: list[FaxStatus] = []
+        batch: list[str] = []
+        for _, job_id in merged:
+            batch.append(job_id)
+            if len(batch) < 100:
+                continue
+            found += self._matching(batch, state, site, user)
+            batch = []
+            if len(found) >= limit:
+                break
+        if batch and len(found) < limit:
+            found += self._matching(batch, state, site, user)
+        return found[:limit]
+
+    def _newest(self, key: str, batch: int = 200) -> Iterator[tuple[float, str]]:
+        start = 0
+        while True:
+            page = self.r.zrevrange(key, start, start + batch - 1, withscores=True)
+            if not page:
+                return
+            for member, score in page:
+                yield score, member.decode()
+            start += batch
+
+    def _matching(
+        self,
+        ids: list[str],
+        state: JobState | None,
+        site: str | None,
+        user: str | None,
+    ) -> list[FaxStatus]:
+        found = []
+        for raw in self.r.mget([job_key(i) for i in ids]):
+            if raw is None:
+                continue
+            fax = FaxStatus.model_validate_json(raw)
+            if state and fax.state != state and all(r.state != state for r in fax.recipients):
+                continue
+            if site and all(r.site != site for r in fax.recipients):
+                continue
+            if user and fax.user != user:
+                continue
+            found.append(fax)
         return found
 
     # -- changing ---------------------------------------------------------------------
@@ -352,6 +454,8 @@ class JobStore:
                         draft.status.state
                     ):
                         self._expire(pipe, job_id)
+                    elif draft.reopened:
+                        self._reopen(pipe, job_id, draft.reopened)
                     pipe.execute()
                     return draft.status, result
                 except redis.WatchError:
@@ -387,6 +491,22 @@ class JobStore:
     def _expire(self, pipe: Any, job_id: str) -> None:
         for k in (job_key(job_id), log_key(job_id), keys.pages(job_id)):
             pipe.expire(k, self.retention)
+
+    def _reopen(self, pipe: Any, job_id: str, settled: set[JobState]) -> None:
+        """A settled fax is open again (requeued): it is kept until it settles anew, its
+        rendered pages another retention period, and each state it left may be notified
+        again (its once-only marks and outbox entries go)."""
+        pipe.persist(job_key(job_id))
+        pipe.persist(log_key(job_id))
+        pipe.expire(keys.pages(job_id), self.retention)
+        for state in settled:
+            pipe.delete(
+                notified_key(job_id, state),
+                *(delivered_key(job_id, state, c) for c in NOTIFY_CHANNELS),
+            )
+            entries = [outbox.entry(job_id, state, c) for c in NOTIFY_CHANNELS]
+            pipe.zrem(outbox.OUTBOX, *entries)
+            pipe.hdel(outbox.REQUEUES, *entries)
 
     def confirm(self) -> None:
         """Raise :class:`~faxfleet.redis_conn.NotReplicated` unless the replicas the

@@ -42,13 +42,14 @@ from faxfleet.messages import (
     Requeued,
     Routed,
     Unroutable,
+    Withdrawn,
 )
 from faxfleet.redis_conn import NotReplicated
 from faxfleet.runtime import runtime
 from scheduler import inbound, lifecycle, notify, outbox
 from scheduler.allowance import Allowance
-from scheduler.lifecycle import Changed, Effect, Lifecycle, Notify, Render, Route
-from scheduler.store import Draft, JobStore, UnknownJob
+from scheduler.lifecycle import Changed, Effect, Lifecycle, Notify, Render, Route, Withdraw
+from scheduler.store import Draft, JobStore, UnknownJob, delivered_key, notified_key
 
 rt = runtime("scheduler")
 log, settings, app = rt.log, rt.settings, rt.app
@@ -96,6 +97,15 @@ def perform(effects: Iterable[Effect], monitor: Task | None = None) -> None:
                     names.RENDER_QUEUE,
                     names.celery_priority(order.priority),
                 )
+            case Withdraw(withdraw):
+                names.send(
+                    app,
+                    names.WITHDRAW_TASK,
+                    "order",
+                    withdraw,
+                    names.ROUTING_QUEUE,
+                    names.EVENT_PRIORITY,
+                )
             case Notify(job_id, settled):
                 _queue_notifications(job_id, settled)
             case Changed() as c:
@@ -139,18 +149,6 @@ def _register_home_site(**_: Any) -> None:
 
 def home_sites() -> set[str]:
     return {s.decode() for s in rt.redis.smembers(keys.HOME_SITES)}
-
-
-def notified_key(job_id: str, settled: JobState) -> str:
-    """Set (NX) when the notifications of a fax settled in ``settled`` are queued: once per
-    fax and settled state, however often the event that settled it is applied."""
-    return f"ff:notified:{job_id}:{settled.value}"
-
-
-def delivered_key(job_id: str, settled: JobState, channel: str) -> str:
-    """``sending`` while a notification of ``settled`` is on its way on ``channel`` (with a
-    short expiry), ``sent`` once delivered: a redelivered or concurrent task sends no copy."""
-    return f"ff:notified:{job_id}:{settled.value}:{channel}"
 
 
 def _targets(fax: FaxStatus) -> list[tuple[str, str]]:
@@ -259,6 +257,8 @@ def event(self: Task, envelope: dict[str, Any]) -> None:
             handler = lambda d: m.on_holder_dead(d, ev)  # noqa: E731
         case Unroutable():
             handler = lambda d: m.on_unroutable(d, ev)  # noqa: E731
+        case Withdrawn():
+            handler = lambda d: m.on_withdrawn(d, ev)  # noqa: E731
         case AttemptProgress():
             handler = lambda d: m.on_progress(d, ev)  # noqa: E731
         case AttemptResult():

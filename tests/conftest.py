@@ -226,6 +226,7 @@ FLEET_FILES = frozenset(
         "test_cluster.py",
         "test_demo.py",
         "test_faults.py",
+        "test_fleet_alter.py",
         "test_fleet_e2e.py",
         "test_fleet_failures.py",
         "test_fleet_priority.py",

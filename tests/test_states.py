@@ -123,6 +123,10 @@ def test_mermaid_has_every_transition() -> None:
             expected += 1
     for state in FINAL:
         assert f"    {state.value} --> [*]" in lines
+    for src, targets in states.REQUEUE.items():
+        for dst in targets:
+            assert f"    {src.value} --> {dst.value}: requeue (operator)" in lines
+            expected += 1
     arrows = [line for line in lines if "-->" in line and "[*]" not in line]
     assert len(arrows) == expected
 
