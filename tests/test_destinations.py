@@ -116,8 +116,8 @@ def test_every_number_the_tests_dial_is_allowed_by_default() -> None:
     here = Path(__file__).parent
     found = set()
     for path in here.glob("*.py"):
-        if path.name.startswith("test_destinations"):
-            continue  # the barred numbers of these tests
+        if path.name.startswith(("test_destinations", "test_alter")):
+            continue  # tests of the policy itself, which dial barred numbers on purpose
         found |= set(re.findall(r"\"(\+(?:33|1|44|49|81|39)\d{8,11})\"", path.read_text()))
     valid = set()
     for number in found:

@@ -164,6 +164,7 @@ def test_dropped_line_mid_page_confirms_nothing_it_did_not_deliver(
     assert sent.pages <= len(got.received) < 2
 
 
+@pytest.mark.flaky(reruns=2)  # on a loaded machine the far end may see the hang-up first
 def test_stopping_a_call_sends_dcn_and_reports_cancelled(
     modems: tuple[Class1Modem, Class1Modem],
 ) -> None:
