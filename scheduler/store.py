@@ -110,6 +110,10 @@ class Draft:
         self.transitions: list[Transition] = []
         self.timers: dict[str, float | None] = {}
         self.watches: dict[str, float | None] = {}
+        self.outbox: dict[str, float] = {}
+        """Notifications to watch (``scheduler/outbox.py``), written with the change itself:
+        a process dying between storing a settled fax and queueing its notifications
+        leaves them in the outbox."""
         self.reopened: set[JobState] = set()
         """Settled states the fax leaves for good (an operator's requeue): their
         notification marks are cleared, so settling there again is notified again."""
@@ -448,6 +452,8 @@ class JobStore:
                         pipe.rpush(log_key(job_id), *logged)
                     self._write_zsets(pipe, TIMERS, draft.timers)
                     self._write_zsets(pipe, WATCH, draft.watches)
+                    if draft.outbox:
+                        pipe.zadd(outbox.OUTBOX, draft.outbox, nx=True)
                     if draft.status.state != before:
                         self._count_state(pipe, job_id, before, draft.status.state)
                     if draft.status.state in states.TRANSITIONS and states.is_final(

@@ -224,9 +224,20 @@ def redeliver(member: str) -> None:
 def apply(
     job_id: str, change: Callable[[Draft], list[Effect]], monitor: Task | None = None
 ) -> None:
-    """Apply a lifecycle change to a stored fax, then perform its effects."""
+    """Apply a lifecycle change to a stored fax, then perform its effects. Notifications
+    the change asks for go into the outbox in the same transaction as the change."""
+
+    def change_and_watch(draft: Draft) -> list[Effect]:
+        effects = change(draft)
+        due = time.time() + settings.notify_redeliver_seconds
+        for effect in effects:
+            if isinstance(effect, Notify):
+                for channel, _ in _targets(draft.status):
+                    draft.outbox[outbox.entry(effect.job_id, effect.state, channel)] = due
+        return effects
+
     try:
-        _, effects = store().update(job_id, change)
+        _, effects = store().update(job_id, change_and_watch)
     except UnknownJob:
         log.warning("event for unknown job", job=job_id)
         return

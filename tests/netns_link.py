@@ -30,6 +30,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.netcut import NetCut
+
 CLONE_NEWNET = 0x40000000
 SITE_ADDRESS = "10.231.0.2"
 HUB_ADDRESS = "10.231.0.1"
@@ -85,18 +87,6 @@ def _in_namespace(name: str, make: Callable[[], socket.socket]) -> socket.socket
     return made["socket"]  # type: ignore[return-value]
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-
 def _relay(server: socket.socket, target: tuple[str, int], stop: threading.Event) -> None:
     def serve() -> None:
         while not stop.is_set():
@@ -111,7 +101,7 @@ def _relay(server: socket.socket, target: tuple[str, int], stop: threading.Event
                 continue
             upstream.settimeout(None)
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=NetCut._pipe, args=(a, b), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
 

@@ -131,8 +131,11 @@ def test_emulated_site_answers_calls_placed_into_its_lines(tmp_path: Path) -> No
         while not (stored := r.keys("ff:inbound:*:tiff")):
             assert time.monotonic() < deadline, (tmp_path / "site.log").read_text()[-3000:]
             time.sleep(0.2)
-        text = (tmp_path / "site.log").read_text()
-        assert "inbound fax delivered" in text and "lyon-2" in text
+        # The document is stored before the worker logs the delivery.
+        while "inbound fax delivered" not in (text := (tmp_path / "site.log").read_text()):
+            assert time.monotonic() < deadline, text[-3000:]
+            time.sleep(0.2)
+        assert "lyon-2" in text
         assert len(stored) == 1
     finally:
         worker.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -223,6 +224,26 @@ def test_timers_set_and_cleared_by_update(store: JobStore, r: redis.Redis) -> No
     assert store.due(TIMERS, due.timestamp()) == [member]
     store.update("fx_t", lambda d: d.set_timer(member, None))
     assert r.zscore(TIMERS, member) is None
+
+
+def test_outbox_entries_are_written_with_the_change_and_never_moved(
+    store: JobStore, r: redis.Redis
+) -> None:
+    """A settled fax's notifications enter the outbox in the change's own transaction (a
+    process dying right after it leaves them there), and a second write keeps the first
+    due time (``NX``): applying the event again does not postpone them."""
+    from scheduler import outbox
+
+    store.create(make_fax("fx_o"), None)
+    member = outbox.entry("fx_o", JobState.DONE, "email")
+
+    def settle(at: float) -> Callable[[Draft], None]:
+        return lambda d: d.outbox.update({member: at})
+
+    store.update("fx_o", settle(1000.0))
+    assert r.zscore(outbox.OUTBOX, member) == 1000.0
+    store.update("fx_o", settle(2000.0))
+    assert r.zscore(outbox.OUTBOX, member) == 1000.0
 
 
 def test_due_entry_is_claimed_once(store: JobStore, r: redis.Redis) -> None:
