@@ -17,6 +17,14 @@ address is ``FAXFLEET_API_ADDRESS`` (a TLS proxy in front of it for anything els
 Flower is reached through an SSH tunnel or such. Inside the compose network services
 listen on all of the container's addresses, as they must to reach each other.
 
+Images: every service runs the ``faxfleet`` image but the renderers, which run
+``faxfleet-render`` (the same plus headless LibreOffice, for Office documents): both are
+stages of the one Dockerfile.
+
+Sites, groups and cost tables come from the folder ``fleet-config/`` next to this file,
+mounted read-only into the routing admin nodes, which apply it when they start
+(:mod:`routing.declared`; ``FAXFLEET_FLEET_DIR``). Edit the folder and restart them.
+
 Metrics: the API's ``/metrics`` on its port, and every other process's on
 :data:`METRICS_PORT` of its container, published nowhere: a Prometheus on the compose
 network scrapes them by service name (docs/metrics.md).
@@ -34,6 +42,8 @@ API_PORT = 8040
 ADMIN_PORT = 8041
 FLOWER_PORT = 5555
 METRICS_PORT = 9464
+FLEET_DIR = "/etc/faxfleet/fleet"
+"""Where the routing admin nodes find the mounted ``fleet-config/`` folder."""
 ENV_FILE = "faxfleet.env"
 """Where compose reads the fleet's secrets from (never written into compose.yaml)."""
 PUBLISH = {"api": "${FAXFLEET_API_ADDRESS:-127.0.0.1}", "flower": "127.0.0.1"}
@@ -85,6 +95,13 @@ def _inline(items: list[str]) -> str:
     return "[" + ", ".join(_q(a) for a in items) + "]"
 
 
+# The SMTP sink answers a NOOP: it is up and accepting connections.
+MAIL_CHECK = (
+    "import smtplib; s = smtplib.SMTP('127.0.0.1', 1025, timeout=5); "
+    "assert s.noop()[0] == 250; s.quit()"
+)
+
+
 def health_check(spec: ServiceSpec) -> list[str]:
     """The compose ``healthcheck.test`` for a service, by its kind."""
     if spec.kind in _HEALTH_PATHS:
@@ -111,7 +128,7 @@ def render_compose() -> str:
         "name: faxfleet",
         "",
         "x-faxfleet: &faxfleet",
-        "  build: .",
+        "  build: {context: ., target: faxfleet}",
         "  image: faxfleet:dev",
         "  restart: unless-stopped",
         f"  env_file: [{ENV_FILE}]",
@@ -154,6 +171,10 @@ def render_compose() -> str:
         "    <<: *faxfleet",
         '    command: ["python", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:1025"]',
         "    depends_on: {}",
+        "    healthcheck:",
+        "      <<: *health",
+        "      test: " + _inline(["CMD", "python", "-c", MAIL_CHECK]),
+        "      start_period: 30s",
     ]
     specs = topology(
         COMPOSE_SITES,
@@ -166,9 +187,14 @@ def render_compose() -> str:
     )
     for spec in specs:
         env = {**_COMMON_ENV, **spec.env}
+        if spec.kind == "routing-admin":
+            env["FAXFLEET_FLEET_DIR"] = FLEET_DIR
+        out += [f"  {spec.name}:", "    <<: *faxfleet"]
+        if spec.kind == "render":
+            out += ["    build: {context: ., target: render}", "    image: faxfleet-render:dev"]
+        if spec.kind == "routing-admin":
+            out.append(f'    volumes: ["./fleet-config:{FLEET_DIR}:ro"]')
         out += [
-            f"  {spec.name}:",
-            "    <<: *faxfleet",
             "    command: " + _inline(["python", *spec.argv]),
             "    environment:",
             *(f"      {k}: {_q(v)}" for k, v in sorted(env.items())),

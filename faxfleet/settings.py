@@ -10,6 +10,7 @@ keys the services accept in demo mode only (``FAXFLEET_DEMO=1``, as ``faxfleet d
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -128,6 +129,9 @@ class Settings(BaseSettings):
     routing_admin_url: str = "http://127.0.0.1:8041"
     """The routing service's admin API; the public API forwards /v1/sites and /v1/groups
     to it."""
+    fleet_dir: Path | None = None
+    """A folder declaring sites, groups and cost tables (``fleet.toml``, CSV files), applied
+    by every routing admin node at start (routing/declared.py); unset: nothing declared."""
     max_upload_bytes: int = 20 * 1024 * 1024
     """A submission's documents together; its whole body may hold 1 MiB more, counted as
     it arrives (scheduler/api.py); also the body limit of the relayed site administration."""

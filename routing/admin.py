@@ -39,6 +39,7 @@ from faxfleet.redis_conn import connect
 from faxfleet.settings import get_settings
 from routing.cost_store import CostStore, UnknownVersion
 from routing.costs import CostTable, CostTableError, parse_csv
+from routing.declared import apply_folder
 from routing.sites import (
     GroupConfig,
     Registry,
@@ -537,7 +538,16 @@ def _deployable() -> None:
     require_deployable(get_settings(), "keys")
 
 
+def _declare() -> None:
+    """Apply the fleet folder (``FAXFLEET_FLEET_DIR``) before serving; a folder with
+    errors stops the start, every error in the log (routing/declared.py)."""
+    folder = get_settings().fleet_dir
+    if folder is not None:
+        apply_folder(_redis(), folder)
+
+
 app.router.on_startup.append(_deployable)
+app.router.on_startup.append(_declare)
 
 
 __all__ = ["app"]

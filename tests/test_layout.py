@@ -50,6 +50,33 @@ def test_compose_file_is_generated_from_the_launcher_topology() -> None:
     assert redis["command"][redis["command"].index("--appendfsync") + 1] == "everysec"
 
 
+def test_compose_services_are_checked_office_capable_and_declared_from_a_folder() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        for mapping in service.get("ports", []):  # published on an explicit address only
+            address = mapping.rsplit(":", 2)[0]
+            assert address in ("127.0.0.1", "${FAXFLEET_API_ADDRESS:-127.0.0.1}"), name
+    assert compose["x-faxfleet"]["build"] == {"context": ".", "target": "faxfleet"}
+    renderers = [n for n in services if n.startswith("render-")]
+    assert renderers
+    for name in renderers:
+        assert services[name]["build"] == {"context": ".", "target": "render"}
+        assert services[name]["image"] == "faxfleet-render:dev"
+    admins = [n for n in services if n.startswith("routing-admin-")]
+    for name in admins:
+        assert services[name]["volumes"] == ["./fleet-config:/etc/faxfleet/fleet:ro"]
+        assert services[name]["environment"]["FAXFLEET_FLEET_DIR"] == "/etc/faxfleet/fleet"
+    assert (ROOT / "fleet-config" / "fleet.toml").is_file()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = dockerfile.split("\nFROM ")
+    assert stages[1].startswith("python:3.11-slim AS faxfleet")
+    render = next(s for s in stages if s.startswith("faxfleet AS render"))
+    assert "libreoffice-writer-nogui" in render and "libreoffice-calc-nogui" in render
+    assert render.rstrip().endswith("USER nobody")
+
+
 def test_architecture_doc_draws_the_state_table_the_code_uses() -> None:
     doc = (ROOT / "docs" / "architecture.md").read_text()
     assert mermaid() in doc, "regenerate the diagram from scheduler.states.mermaid()"
