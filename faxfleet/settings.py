@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     routing_admin_url: str = "http://127.0.0.1:8041"
     """The routing service's admin API; the public API forwards /v1/sites and /v1/groups
     to it."""
+    console_session_seconds: int = Field(8 * 3600, ge=1)
+    """How long a web console session lasts without a request (docs/console.md); each
+    request starts the time again. Sessions live in Redis: every API node accepts them."""
     max_upload_bytes: int = 20 * 1024 * 1024
     """A submission's documents together; its whole body may hold 1 MiB more, counted as
     it arrives (scheduler/api.py); also the body limit of the relayed site administration."""
