@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 PAGES = ["scheduler.console.auth", "scheduler.console.faxes"]
-"""Modules with a ``router`` to include, in order."""
+"""Modules with a ``router`` to include, in order. An admin page's module goes here too:
+its routes come before the catch-all that answers other ``/console/admin/...`` paths."""
 
 STATIC = Path(__file__).parent / "static"
 
@@ -32,6 +33,18 @@ def mount(app: FastAPI) -> None:
     app.add_exception_handler(web.Forbidden, web.forbidden)
     for name in PAGES:
         app.include_router(importlib.import_module(name).router, include_in_schema=False)
+
+    # Last, after every page: an admin path no page serves is a 403 to a tenant (it learns
+    # nothing of which admin pages exist) and a 404 to an admin.
+    @app.api_route(
+        f"{web.PREFIX}/admin/{{rest:path}}", methods=["GET", "POST"], include_in_schema=False
+    )
+    def _no_admin_page(
+        request: Request, rest: str, _: web.Session = Depends(web.require_admin)
+    ) -> Response:
+        return web.render(
+            request, "error.html", 404, title="No such page", message=f"no admin page {rest!r}"
+        )
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:

@@ -91,8 +91,7 @@ def signin(
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         web.COOKIE,
-        session.token,
-        max_age=web.settings.console_session_seconds,
+        session.token,  # a browser-session cookie: Redis's TTL says when it ends
         path=web.PREFIX,
         httponly=True,
         samesite="strict",
