@@ -3,8 +3,8 @@
 # monospaced font for text pages, libtiff tools (an independent decoder for the tests),
 # Ghostscript (the rendering benchmark's baseline), LibreOffice (Office documents), the
 # software fax line (below), Chromium (the web console's browser tests drive it with
-# Playwright) and python3-venv. Installed with apt-get when missing and we are root; otherwise we say what
-# is missing.
+# Playwright) and python3-venv. Installed with apt-get when missing and we are root;
+# otherwise we say what is missing.
 set -euo pipefail
 
 need=()

@@ -181,6 +181,35 @@ def test_state_changing_requests_need_the_csrf_token(server: Api) -> None:
         assert send.status_code == 403
 
 
+def test_the_send_form_is_the_api_submission(server: Api, rc: redis.Redis) -> None:
+    rc.sadd("ff:homes", "paris")  # no fleet: the home site a scheduler would announce
+    with httpx.Client(base_url=server.url) as client:
+        assert sign_in(client, ACME_KEY).status_code == 303
+        form = client.get("/console/send").text
+        fields = {
+            "csrf": _field(form, "csrf"),
+            "idempotency_key": _field(form, "idempotency_key"),
+            "to": "+33142685300",
+            "priority": "8",
+            "user": "erin",
+        }
+        files = [("documents", ("note.txt", b"hello", "text/plain"))]
+        refused = client.post("/console/send", data={**fields, "priority": "10"}, files=files)
+        assert refused.status_code == 422
+        assert "priority: Input should be less than or equal to 9" in refused.text
+        assert 'value="+33142685300"' in refused.text  # what was typed is kept
+        sent = client.post("/console/send", data=fields, files=files)
+        assert sent.status_code == 303, sent.text
+        fax_id = sent.headers["location"].split("/")[-1].split("?")[0]
+        # The same form posted again (a double click) is the same fax.
+        again = client.post("/console/send", data=fields, files=files)
+        assert again.headers["location"].startswith(f"/console/faxes/{fax_id}")
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": ACME_KEY}) as api:
+        fax = api.get(f"/v1/faxes/{fax_id}").json()
+    assert (fax["tenant"], fax["priority"], fax["user"]) == ("acme", 8, "erin")
+    assert fax["idempotency_key"] == fields["idempotency_key"]
+
+
 def test_admin_pages_are_for_admins(server: Api) -> None:
     with httpx.Client(base_url=server.url) as tenant:
         assert sign_in(tenant, ACME_KEY).status_code == 303

@@ -165,6 +165,58 @@ def test_a_tenant_sends_a_fax_and_watches_it_live(
     shots(page, "tenant-faxes")
 
 
+def test_a_refused_change_shows_the_api_reason_and_cancel_reaches_the_line(
+    console_page: ConsolePage, shots: Shots, console_fleet: Fleet
+) -> None:
+    number = "+33142685313"
+    rc = redis.Redis.from_url(console_fleet.env["FAXFLEET_REDIS_URL"])
+    rc.rpush(keys.sim_script(number), "stall:8")
+    with httpx.Client(base_url=console_fleet.api_url, timeout=30) as api:
+        sent = api.post(
+            "/v1/faxes",
+            headers=ACME,
+            data={"to": number},
+            files=[("documents", ("invoice.pdf", INVOICE.read_bytes(), "application/pdf"))],
+        )
+        assert sent.status_code == 201, sent.text
+        fax_id = sent.json()["id"]
+    page = console_page("acme")
+    # The list follows the fax live too.
+    page.evaluate("window.__stay = true")
+    row_state = page.locator(f"#fax-rows tr[data-fax='{fax_id}'] .state")
+    expect(row_state).to_have_text("sending", timeout=30_000)
+    assert page.evaluate("window.__stay") is True, "the list was reloaded"
+
+    page.click(f"a[href='/console/faxes/{fax_id}']")
+    expect(page.locator("#fax-state-value")).to_have_text("sending")
+    page.select_option("form[action$='/alter'] select[name=priority]", "9")
+    page.click("form[action$='/alter'] button[type=submit]")
+    expect(page.locator("#action-error")).to_have_text(
+        f"fax {fax_id} is sending: only a fax not yet on a line can be altered"
+    )
+    # The previews stay while the state part refreshes (hx-preserve): loaded once.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.previews img')].every(i => i.naturalWidth)"
+    )
+    page.evaluate(
+        """() => {
+            window.__img = document.querySelector('.previews img');
+            window.__swaps = 0;
+            document.body.addEventListener('htmx:afterSwap', () => window.__swaps++);
+        }"""
+    )
+    page.wait_for_function("() => window.__swaps >= 2")
+    assert page.evaluate("document.contains(window.__img) && window.__img.naturalWidth") == 1728
+    shots(page, "tenant-change-refused")
+    page.click("form[action$='/cancel'] button[type=submit]")
+    page.wait_for_url(f"**/console/faxes/{fax_id}?done=cancelled")
+    expect(page.locator("#fax-state-value")).to_have_text("cancelled", timeout=30_000)
+    with httpx.Client(base_url=console_fleet.api_url) as api:
+        fax = api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()
+    assert fax["recipients"][0]["state"] == "cancelled"
+    assert fax["recipients"][0]["pages_confirmed"] < 2
+
+
 def test_another_tenant_sees_nothing_of_it(
     console_page: ConsolePage, shots: Shots, acme_fax: str
 ) -> None:
