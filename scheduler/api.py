@@ -9,6 +9,10 @@ public API stays the one URL users know. Authentication is a tenant's API key in
 may have several keys while one is rotated: ``faxfleet/credentials.py``); a tenant only
 ever sees its own faxes (another tenant's fax is a 404, not a 403, so ids leak nothing),
 an admin key every tenant's.
+
+The module is long because every public endpoint is here, beside the access rules
+(:func:`visible`) and the request limits they share; the web console (``/console``,
+``scheduler/console/``) calls the same functions rather than its own copies.
 """
 
 from __future__ import annotations

@@ -210,6 +210,79 @@ def test_the_send_form_is_the_api_submission(server: Api, rc: redis.Redis) -> No
     assert fax["idempotency_key"] == fields["idempotency_key"]
 
 
+def test_actions_show_the_api_refusals(server: Api, rc: redis.Redis) -> None:
+    rc.sadd("ff:homes", "paris")
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": ACME_KEY}) as api:
+        sent = api.post(
+            "/v1/faxes",
+            data={"to": "+33142685300"},
+            files=[("documents", ("a.txt", b"hello", "text/plain"))],
+        )
+        assert sent.status_code == 201, sent.text
+        fax_id = sent.json()["id"]  # nobody renders it here: it stays "rendering"
+    with httpx.Client(base_url=server.url) as admin:
+        assert sign_in(admin, ADMIN_KEY).status_code == 303
+        csrf = csrf_of(admin)
+        resolve = admin.post(
+            f"/console/faxes/{fax_id}/resolve", data={"csrf": csrf, "outcome": "sent"}
+        )
+        assert resolve.status_code == 409
+        assert f"fax {fax_id} is rendering: no recipient&#39;s outcome is uncertain" in resolve.text
+        bad = admin.post(f"/console/faxes/{fax_id}/resolve", data={"csrf": csrf, "outcome": "x"})
+        assert bad.status_code == 422 and "outcome: Input should be" in bad.text
+        retry = admin.post(f"/console/faxes/{fax_id}/retry", data={"csrf": csrf})
+        assert retry.status_code == 409
+        assert "no recipient failed or has an uncertain outcome" in retry.text
+        late = admin.post(
+            f"/console/faxes/{fax_id}/alter", data={"csrf": csrf, "send_after": "tomorrow"}
+        )
+        assert late.status_code == 422 and "send_after" in late.text
+        # An admin sends for a tenant it names, as with the API.
+        form = admin.get("/console/send").text
+        assert '<select name="tenant" required>' in form
+        nameless = admin.post(
+            "/console/send",
+            data={"csrf": csrf, "to": "+33142685300"},
+            files=[("documents", ("a.txt", b"hello", "text/plain"))],
+        )
+        assert nameless.status_code == 422
+        assert "an admin key submits for a tenant: name it in &#39;tenant&#39;" in nameless.text
+        cancel = admin.post(f"/console/faxes/{fax_id}/cancel", data={"csrf": csrf})
+        assert cancel.status_code == 303
+        assert cancel.headers["location"] == f"/console/faxes/{fax_id}?done=cancelled"
+    with httpx.Client(base_url=server.url) as tenant:
+        assert sign_in(tenant, ACME_KEY).status_code == 303
+        csrf = csrf_of(tenant)
+        refused = tenant.post(
+            f"/console/faxes/{fax_id}/resolve", data={"csrf": csrf, "outcome": "sent"}
+        )
+        assert refused.status_code == 403
+        again = tenant.post(f"/console/faxes/{fax_id}/cancel", data={"csrf": csrf})
+        assert again.status_code == 409 and f"fax {fax_id} is already cancelled" in again.text
+        page = tenant.get(f"/console/faxes/{fax_id}")
+        assert 'data-state="cancelled"' in page.text
+        assert "hx-trigger" not in page.text  # settled: no polling
+
+
+def test_the_cookie_is_secure_over_https(server: Api) -> None:
+    # uvicorn trusts X-Forwarded-Proto from loopback, as from a TLS proxy in front of it.
+    https = {"X-Forwarded-Proto": "https"}
+    with httpx.Client(base_url=server.url, headers=https) as client:
+        form = client.get("/console/signin")
+        assert "Secure" in form.headers["set-cookie"]
+        # A Secure cookie over plain http: the client would not send it back by itself.
+        client.cookies.set("ff_console_signin", form.cookies["ff_console_signin"])
+        signed = client.post(
+            "/console/signin",
+            data={"api_key": ACME_KEY, "signin_token": _field(form.text, "signin_token")},
+        )
+        assert signed.status_code == 303, signed.text
+        cookie = next(
+            c for c in signed.headers.get_list("set-cookie") if c.startswith("ff_console=")
+        )
+        assert "; Secure" in cookie
+
+
 def test_admin_pages_are_for_admins(server: Api) -> None:
     with httpx.Client(base_url=server.url) as tenant:
         assert sign_in(tenant, ACME_KEY).status_code == 303
@@ -245,6 +318,21 @@ def short_lived(
     yield from _api(
         redis_server, tmp_path_factory.mktemp("console-ttl"), FAXFLEET_CONSOLE_SESSION_SECONDS="2"
     )
+
+
+def test_a_removed_key_ends_its_sessions(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, server: Api
+) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        assert sign_in(client, "globex-key").status_code == 303
+        token = client.cookies["ff_console"]
+    # Another API node, on the same Redis, whose configuration no longer has the key.
+    logs = tmp_path_factory.mktemp("console-rotated")
+    for node in _api(redis_server, logs, FAXFLEET_API_KEYS="acme=acme-key"):
+        with httpx.Client(base_url=node.url, cookies={"ff_console": token}) as rotated:
+            assert rotated.get("/console/faxes").status_code == 303
+    with httpx.Client(base_url=server.url, cookies={"ff_console": token}) as client:
+        assert client.get("/console/faxes").status_code == 303  # gone from Redis too
 
 
 def test_an_idle_session_runs_out(short_lived: Api, rc: redis.Redis) -> None:

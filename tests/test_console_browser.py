@@ -217,6 +217,38 @@ def test_a_refused_change_shows_the_api_reason_and_cancel_reaches_the_line(
     assert fax["recipients"][0]["pages_confirmed"] < 2
 
 
+def test_a_failed_fax_is_requeued_from_its_page(
+    console_page: ConsolePage, shots: Shots, console_fleet: Fleet
+) -> None:
+    number = "+33142685314"
+    rc = redis.Redis.from_url(console_fleet.env["FAXFLEET_REDIS_URL"])
+    rc.rpush(keys.sim_script(number), *(["no_answer"] * 4))  # FAXFLEET_MAX_DIALS
+    with httpx.Client(base_url=console_fleet.api_url, timeout=30) as api:
+        sent = api.post(
+            "/v1/faxes",
+            headers=ACME,
+            data={"to": number},
+            files=[("documents", ("invoice.pdf", INVOICE.read_bytes(), "application/pdf"))],
+        )
+        assert sent.status_code == 201, sent.text
+        fax_id = sent.json()["id"]
+    page = console_page("acme")
+    page.goto(f"/console/faxes/{fax_id}")
+    expect(page.locator("#fax-state-value")).to_have_text("failed", timeout=60_000)
+    expect(page.locator("table.recipients tbody tr").first).to_contain_text("too_many_dials")
+    # Settled: the Requeue button arrives with the refresh, no Cancel any more.
+    expect(page.locator("form[action$='/cancel']")).to_have_count(0)
+    shots(page, "tenant-fax-failed")
+    page.click("form[action$='/retry'] button[type=submit]")
+    page.wait_for_url(f"**/console/faxes/{fax_id}?done=requeued")
+    expect(page.locator("#fax-state-value")).to_have_text("done", timeout=60_000)
+    expect(page.locator("table.history tbody")).to_contain_text("requeued")
+    with httpx.Client(base_url=console_fleet.api_url) as api:
+        fax = api.get(f"/v1/faxes/{fax_id}", headers=ACME).json()
+    assert fax["recipients"][0]["attempt"] == 5
+    assert any("tenant acme" in (t["detail"] or "") for t in fax["history"]), fax["history"]
+
+
 def test_another_tenant_sees_nothing_of_it(
     console_page: ConsolePage, shots: Shots, acme_fax: str
 ) -> None:
