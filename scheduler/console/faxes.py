@@ -180,13 +180,14 @@ def _fax_or_404(request: Request, session: Session, job_id: str) -> FaxStatus | 
 
 def _fax_page(
     request: Request,
-    session: Session,
     fax: FaxStatus,
     error: str | None = None,
     status_code: int = 200,
     notice: str | None = None,
+    fragment: bool = False,
 ) -> Response:
-    template = "_fax_state.html" if web.is_htmx(request) else "fax.html"
+    """The fax's page, or its state part alone (``fragment``, or when htmx asks)."""
+    template = "_fax_state.html" if fragment or web.is_htmx(request) else "fax.html"
     return web.render(
         request,
         template,
@@ -210,6 +211,7 @@ NOTICES = {
     "requeued": "Requeued.",
     "resolved": "Resolved.",
 }
+"""What the page says after an action (``?done=``)."""
 
 
 @router.get("/faxes/{job_id}")
@@ -219,7 +221,7 @@ def fax_detail(request: Request, session: SignedIn, job_id: str, done: str = "")
     fax = _fax_or_404(request, session, job_id)
     if isinstance(fax, Response):
         return fax
-    return _fax_page(request, session, fax, notice=NOTICES.get(done))
+    return _fax_page(request, fax, notice=NOTICES.get(done))
 
 
 @router.get("/faxes/{job_id}/state")
@@ -228,15 +230,7 @@ def fax_state(request: Request, session: SignedIn, job_id: str) -> Response:
     fax = _fax_or_404(request, session, job_id)
     if isinstance(fax, Response):
         return fax
-    return web.render(
-        request,
-        "_fax_state.html",
-        fax=fax,
-        live=not settled(fax),
-        uncertain=any(r.state == JobState.OUTCOME_UNCERTAIN for r in fax.recipients),
-        failed=any(r.state in RETRYABLE for r in fax.recipients),
-        open=not all(r.state in TERMINAL_STATES for r in fax.recipients),
-    )
+    return _fax_page(request, fax, fragment=True)
 
 
 @router.get("/faxes/{job_id}/pages/{page}.png")
@@ -258,7 +252,7 @@ def _act(request: Request, session: Session, job_id: str, done: str, action: Any
         fax = _fax_or_404(request, session, job_id)
         if isinstance(fax, Response):
             return fax
-        return _fax_page(request, session, fax, str(exc.detail), exc.status_code)
+        return _fax_page(request, fax, str(exc.detail), exc.status_code)
     return RedirectResponse(f"{web.PREFIX}/faxes/{job_id}?done={done}", status_code=303)
 
 
