@@ -84,6 +84,12 @@ HOME_SITES = "ff:homes"
 name one of these as its home site (its events would otherwise wait forever)."""
 
 
+def console_session(token: str) -> str:
+    """A web console session (JSON: role, tenant, key id, CSRF token) with a TTL, read by
+    every API node (``scheduler/console``); deleted at sign-out."""
+    return f"ff:console:session:{token}"
+
+
 def cancel_flag(job_id: str) -> str:
     """Set by the scheduler when a fax is cancelled; site workers check it between pages."""
     return f"ff:cancel:{job_id}"

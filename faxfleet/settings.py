@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     fleet_dir: Path | None = None
     """A folder declaring sites, groups and cost tables (``fleet.toml``, CSV files), applied
     by every routing admin node at start (routing/declared.py); unset: nothing declared."""
+    console_session_seconds: int = Field(8 * 3600, ge=1)
+    """How long a web console session lasts without a request (docs/console.md); each
+    request starts the time again. Sessions live in Redis: every API node accepts them."""
     max_upload_bytes: int = 20 * 1024 * 1024
     """A submission's documents together; its whole body may hold 1 MiB more, counted as
     it arrives (scheduler/api.py); also the body limit of the relayed site administration."""

@@ -9,6 +9,10 @@ public API stays the one URL users know. Authentication is a tenant's API key in
 may have several keys while one is rotated: ``faxfleet/credentials.py``); a tenant only
 ever sees its own faxes (another tenant's fax is a 404, not a 403, so ids leak nothing),
 an admin key every tenant's.
+
+The module is long because every public endpoint is here, beside the access rules
+(:func:`visible`) and the request limits they share; the web console (``/console``,
+``scheduler/console/``) calls the same functions rather than its own copies.
 """
 
 from __future__ import annotations
@@ -179,7 +183,7 @@ def _first_error(exc: ValidationError, whole: str) -> str:
     return f"{where}: {msg}"
 
 
-async def _read_form(request: Request) -> FormData:
+async def read_submission(request: Request) -> FormData:
     """The submission's multipart form, parsed as it arrives (documents spooled to disk
     past 1 MiB each), refused once the body passes its limit whatever its headers say
     (chunked, no or a false Content-Length), or once a part passes a limit."""
@@ -268,7 +272,7 @@ async def _not_replicated(_: Request, exc: NotReplicated) -> JSONResponse:
         429: {"model": ErrorBody, "description": "The tenant's daily page quota is used up"},
         503: {"model": ErrorBody, "description": "Not stored durably (no Redis replica)"},
     },
-    # Counted by _read_form instead, to answer with a reason (the framework's limiter
+    # Counted by read_submission instead, to answer with a reason (the framework's limiter
     # replaces any answer to a request that declares a body over its limit).
     max_body_size=sys.maxsize,
     openapi_extra={
@@ -342,7 +346,19 @@ async def submit_fax(
     page quota is a 429 with the quota and what is used (docs/administration.md). An admin
     key submits for the ``tenant`` it names, and may pass both with ``override_policy``."""
     caller = caller_of(x_api_key)
-    form = await _read_form(request)
+    form = await read_submission(request)
+    fax, new = await submit_form(caller, form)
+    if not new:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return fax
+
+
+async def submit_form(caller: Caller, form: FormData) -> tuple[FaxStatus, bool]:
+    """A submission from its parsed form (closed here): the fax, and whether it is new
+    (False: an idempotent replay). Raises :class:`intake.Rejected` or
+    :class:`HTTPException` with the reason. Shared by ``POST /v1/faxes`` and the web
+    console's send page."""
     try:
         fax_request = _request_from_form(form)
         tenant, overridden_by = _submitter(caller, fax_request)
@@ -353,13 +369,7 @@ async def submit_fax(
             uploads.append(intake.Upload(item.filename or "document", await item.read()))
     finally:
         await form.close()
-    fax, new = await run_in_threadpool(
-        _store_and_start, tenant, fax_request, uploads, overridden_by
-    )
-    if not new:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
-    return fax
+    return await run_in_threadpool(_store_and_start, tenant, fax_request, uploads, overridden_by)
 
 
 def _submitter(caller: Caller, fax_request: FaxRequest) -> tuple[str, str | None]:
@@ -433,7 +443,7 @@ def _own(job_id: str, tenant: str, history: bool = False) -> FaxStatus:
     return fax
 
 
-def _visible(job_id: str, caller: Caller, history: bool = False) -> FaxStatus:
+def visible(job_id: str, caller: Caller, history: bool = False) -> FaxStatus:
     """The fax, if ``caller`` may see it: a tenant its own (another's is a 404, as an
     unknown one), an admin key any tenant's."""
     if caller.tenant is not None:
@@ -448,7 +458,7 @@ AnyCaller = Annotated[Caller, Depends(caller_of)]
 def get_fax(job_id: str, caller: AnyCaller) -> FaxStatus:
     """One fax with per-recipient status and its full transition history (an admin key:
     any tenant's)."""
-    return _visible(job_id, caller, history=True)
+    return visible(job_id, caller, history=True)
 
 
 @app.get(
@@ -493,7 +503,7 @@ def list_faxes(
 def cancel_fax(job_id: str, caller: AnyCaller) -> FaxStatus:
     """Cancel every recipient not yet settled. Recipients on a line hang up at the next
     page boundary and then show ``cancelled``. An admin key cancels any tenant's fax."""
-    fax = _visible(job_id, caller)
+    fax = visible(job_id, caller)
     if all(states.is_final(r.state) for r in fax.recipients):
         raise HTTPException(409, f"fax {job_id} is already {fax.state.value}")
     tasks.set_cancel_flag(job_id)
@@ -658,7 +668,7 @@ def alter_fax(job_id: str, body: AlterRequest, caller: AnyCaller, response: Resp
     is then 202 with the change under ``pending``; it applies within a moment, or not at
     all if a site started the call meanwhile (the history says which). The history
     records who changed what. A tenant alters its own faxes, an admin key any tenant's."""
-    fax = _visible(job_id, caller)
+    fax = visible(job_id, caller)
     by = caller.describe(body.user)
     values = {
         "priority": body.priority,
@@ -727,7 +737,7 @@ def retry_fax(job_id: str, caller: AnyCaller, body: RetryRequest | None = None) 
     is notified of the new outcome. A tenant requeues its own faxes, an admin key any
     tenant's; the history records who."""
     body = body or RetryRequest()
-    fax = _visible(job_id, caller)
+    fax = visible(job_id, caller)
     if body.recipient is not None and body.recipient >= len(fax.recipients):
         raise HTTPException(
             422, f"fax {job_id} has no recipient {body.recipient} ({len(fax.recipients)} in all)"
@@ -793,7 +803,13 @@ def page_png(tiff: bytes) -> bytes:
 def preview_page(job_id: str, page: int, tenant: Tenant) -> Response:
     """Page ``page`` (1-based; the cover page is page 1) of a rendered fax as a PNG,
     without the header line (the sending site adds it during the call)."""
-    fax = _own(job_id, tenant)
+    return Response(rendered_page(_own(job_id, tenant), page), media_type="image/png")
+
+
+def rendered_page(fax: FaxStatus, page: int) -> bytes:
+    """Page ``page`` of ``fax`` as a PNG, or the HTTP error saying why not (shared with
+    the web console, which checks who may see the fax first)."""
+    job_id = fax.id
     if fax.pages is None:
         if fax.state in _NOT_RENDERED:
             raise HTTPException(409, f"fax {job_id} is not rendered yet")
@@ -803,7 +819,7 @@ def preview_page(job_id: str, page: int, tenant: Tenant) -> Response:
     tiff = tasks.store().r.hget(keys.pages(job_id), str(page))
     if tiff is None:
         raise HTTPException(404, f"page {page} of fax {job_id} is no longer stored")
-    return Response(page_png(tiff), media_type="image/png")
+    return page_png(tiff)
 
 
 # -- received faxes ----------------------------------------------------------------------
@@ -988,6 +1004,11 @@ def _beat() -> None:
 
 app.router.on_startup.append(_deployable)
 app.router.on_startup.append(_beat)
+
+# The web console (docs/console.md): pages under /console on this same app.
+from scheduler.console import mount as _mount_console  # noqa: E402
+
+_mount_console(app)
 
 
 __all__ = ["NotifyTarget", "app"]

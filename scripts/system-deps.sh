@@ -2,9 +2,9 @@
 # System packages faxfleet needs: redis-server (the fleet's store and broker), a
 # monospaced font for text pages, libtiff tools (an independent decoder for the tests),
 # Ghostscript (the rendering benchmark's baseline), LibreOffice (Office documents), the
-# software fax line (below) and
-# python3-venv. Installed with apt-get when missing and we are root; otherwise we say what
-# is missing.
+# software fax line (below), Chromium (the web console's browser tests drive it with
+# Playwright) and python3-venv. Installed with apt-get when missing and we are root;
+# otherwise we say what is missing.
 set -euo pipefail
 
 need=()
@@ -25,6 +25,7 @@ command -v faxgetty >/dev/null || need+=(hylafax-server)
 command -v sendfax >/dev/null || need+=(hylafax-client)
 ls /usr/lib/*/libspandsp.so.2 >/dev/null 2>&1 || need+=(libspandsp2)
 command -v ip >/dev/null || need+=(iproute2)
+command -v chromium >/dev/null || need+=(chromium)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -eq 0 ]; then
