@@ -15,7 +15,13 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-PAGES = ["scheduler.console.auth", "scheduler.console.faxes"]
+PAGES = [
+    "scheduler.console.auth",
+    "scheduler.console.faxes",
+    "scheduler.console.fleet",
+    "scheduler.console.sites",
+    "scheduler.console.costs",
+]
 """Modules with a ``router`` to include, in order."""
 
 STATIC = Path(__file__).parent / "static"
