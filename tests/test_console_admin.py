@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +20,14 @@ import redis
 
 from faxfleet import keys
 from faxfleet.fleet import SiteSpec
+from faxfleet.redis_server import free_port
 from tests.conftest import paged_text, running_fleet
 from tests.test_admin_api import (  # noqa: F401 - the servers fixture
     ADMIN,
     PARIS_SITE,
     Servers,
+    _start,
+    _wait_healthy,
     servers,
 )
 from tests.test_cost_store import BAD, HEADER, PARIS, flat
@@ -396,3 +400,39 @@ def test_admin_pages_in_a_browser(tmp_path: Path) -> None:
         browser.close()
     for path in taken:
         assert_png(path)
+
+
+def test_overview_lists_stuck_faxes(
+    servers: Servers,  # noqa: F811
+    r: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A fax no renderer takes stays ``submitted``: past the render watch it is listed
+    as stuck, linked to its page."""
+    port = free_port()
+    env = {**servers.env, "FAXFLEET_RENDER_STUCK_AFTER_SECONDS": "1"}
+    proc = _start("stuck-api", "scheduler.api:app", port, env, tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, proc, tmp_path / "stuck-api.log")
+        r.sadd(keys.HOME_SITES, "paris")
+        sent = httpx.post(
+            f"{url}/v1/faxes",
+            headers={"X-API-Key": "acme-key"},
+            files=[("documents", ("one.txt", b"hello", "text/plain"))],
+            data={"to": "+33142685300"},
+            timeout=20,
+        )
+        assert sent.status_code == 201, sent.text
+        fax_id = sent.json()["id"]
+        with sign_in(url, "admin-key") as admin:
+            fresh = admin.get("/console/admin/overview/live").text
+            assert fax_id not in fresh.split('id="stuck-faxes"')[1]
+            time.sleep(1.5)
+            live = admin.get("/console/admin/overview/live").text
+        stuck = live.split('id="stuck-faxes"')[1].split("</table>")[0]
+        assert f'<a href="/console/faxes/{fax_id}">{fax_id}</a>' in stuck
+        assert "acme" in stuck and "+33142685300" in stuck
+    finally:
+        proc.terminate()
+        proc.wait(10)
