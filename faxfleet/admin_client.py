@@ -106,3 +106,22 @@ class AdminClient(ApiClient):
 
     def rollback_costs(self, site: str, version: int) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/sites/{site}/costs/rollback/{version}"))
+
+    def quote(
+        self,
+        number: str,
+        *,
+        at: str | None = None,
+        seconds: float | None = None,
+        sites: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Each site's tariff in force for ``number`` at ``at`` (ISO 8601; default now)
+        and the cost of a call of ``seconds`` (default 60), cheapest first."""
+        params: dict[str, str] = {"number": number}
+        if at:
+            params["at"] = at
+        if seconds is not None:
+            params["seconds"] = str(seconds)
+        if sites:
+            params["sites"] = ",".join(sites)
+        return dict(self._json("GET", "/v1/costs/quote", params=params))

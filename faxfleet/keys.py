@@ -90,6 +90,13 @@ def console_session(token: str) -> str:
     return f"ff:console:session:{token}"
 
 
+def console_admin_key(token: str) -> str:
+    """The admin key an admin console session signed in with (plain text, kept for the
+    session's life only): the fleet pages present it to the routing admin API
+    (``scheduler/console/adminapi.py``). Never in a cookie; deleted at sign-out."""
+    return f"ff:console:adminkey:{token}"
+
+
 def cancel_flag(job_id: str) -> str:
     """Set by the scheduler when a fax is cancelled; site workers check it between pages."""
     return f"ff:cancel:{job_id}"

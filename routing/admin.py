@@ -20,9 +20,11 @@ Rules:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import redis
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -35,6 +37,7 @@ from faxfleet import keys
 from faxfleet.apidocs import serve_docs
 from faxfleet.credentials import require_deployable
 from faxfleet.messages import SiteStatus
+from faxfleet.numbers import InvalidNumber, to_e164
 from faxfleet.redis_conn import connect
 from faxfleet.settings import get_settings
 from routing.cost_store import CostStore, UnknownVersion
@@ -525,6 +528,121 @@ def rollback_costs(name: str, version: int) -> CostVersions:
     store = cost_store()
     store.rollback(name, version)
     return CostVersions(site=name, current=store.version(name) or None, versions=store.info(name))
+
+
+# -- price comparison ---------------------------------------------------------------
+
+
+class QuoteTariff(BaseModel):
+    """The cost table row in force: its prefix, band and prices."""
+
+    prefix: str
+    days: str
+    band: str
+    """``HH:MM-HH:MM`` in the site's local time (``00:00-24:00``: all day)."""
+    price_per_minute: str
+    connection_fee: str
+    first_increment: int
+    next_increment: int
+    currency: str
+    description: str
+
+
+class QuoteRow(BaseModel):
+    site: str
+    group: str | None
+    timezone: str
+    cost_table_version: int
+    local_time: str
+    """``at`` in the site's time zone (``YYYY-MM-DD HH:MM``, weekday)."""
+    tariff: QuoteTariff | None
+    """None: the table has rows for the number, but none in force at that time."""
+    billed_seconds: int | None
+    cost: str | None
+    """What a call of ``seconds`` starting at ``at`` costs (decimal, 6 places)."""
+    currency: str
+
+
+class Quote(BaseModel):
+    number: str
+    """The number as E.164."""
+    at: datetime
+    seconds: float
+    sites: list[QuoteRow]
+    """One row per declared site whose current cost table can dial the number, cheapest
+    first (sites without a tariff in force at ``at`` last), then by name."""
+
+
+def _tariff_view(t: Any) -> QuoteTariff:
+    return QuoteTariff(
+        prefix=t.prefix,
+        days=t.days_text,
+        band=t.band,
+        price_per_minute=format(t.price_per_minute, "f"),
+        connection_fee=format(t.connection_fee, "f"),
+        first_increment=t.first_increment,
+        next_increment=t.next_increment,
+        currency=t.currency,
+        description=t.description,
+    )
+
+
+@app.get(
+    "/v1/costs/quote",
+    response_model=Quote,
+    responses={**_ADMIN, 422: {"model": ErrorBody}},
+    dependencies=[Admin],
+)
+def quote(
+    number: Annotated[str, Query(max_length=40, description="E.164, or national")],
+    at: Annotated[
+        datetime | None, Query(description="When the call starts (ISO 8601; default now)")
+    ] = None,
+    seconds: Annotated[
+        float, Query(gt=0, le=86400, description="The call's length (default 60: ~1 page)")
+    ] = 60,
+    sites: Annotated[
+        str | None, Query(description="Comma-separated site names (default: every site)")
+    ] = None,
+) -> Quote:
+    """Compare the sites' prices for one number: each site's tariff in force at ``at``
+    (its own local time band) and the cost of a call of ``seconds`` starting then."""
+    try:
+        e164 = to_e164(number, get_settings().default_region)
+    except InvalidNumber as exc:
+        raise HTTPException(422, f"number: {exc}") from None
+    when = at or datetime.now(UTC)
+    if when.utcoffset() is None:
+        when = when.replace(tzinfo=UTC)  # a time without an offset is UTC
+    configs = registry().sites()
+    wanted = [n.strip() for n in sites.split(",") if n.strip()] if sites else sorted(configs)
+    for name in wanted:
+        if name not in configs:
+            raise HTTPException(422, f"sites: no site {name!r}")
+    store = cost_store()
+    rows: list[QuoteRow] = []
+    for name in wanted:
+        site = configs[name]
+        table = store.current(name, site.timezone)
+        if table is None or not table.can_dial(e164):
+            continue
+        tariff = table.lookup(e164, when)
+        local = when.astimezone(ZoneInfo(site.timezone))
+        rows.append(
+            QuoteRow(
+                site=name,
+                group=site.group,
+                timezone=site.timezone,
+                cost_table_version=table.version,
+                local_time=local.strftime("%Y-%m-%d %H:%M %a"),
+                tariff=_tariff_view(tariff) if tariff else None,
+                billed_seconds=tariff.billed_seconds(seconds) if tariff else None,
+                cost=format(tariff.cost(seconds), "f") if tariff else None,
+                currency=table.currency,
+            )
+        )
+    rows.sort(key=lambda q: (q.cost is None, Decimal(q.cost or 0), q.site))
+    return Quote(number=e164, at=when, seconds=seconds, sites=rows)
 
 
 @app.get("/healthz")

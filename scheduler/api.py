@@ -941,7 +941,13 @@ async def _forward(request: Request) -> Response:
     return Response(upstream.content, status_code=upstream.status_code, media_type=media_type)
 
 
-for _path in ("/v1/sites", "/v1/sites/{path:path}", "/v1/groups", "/v1/groups/{path:path}"):
+for _path in (
+    "/v1/sites",
+    "/v1/sites/{path:path}",
+    "/v1/groups",
+    "/v1/groups/{path:path}",
+    "/v1/costs/{path:path}",
+):
     app.add_api_route(
         _path,
         _forward,

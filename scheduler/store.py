@@ -394,6 +394,26 @@ class JobStore:
             found += self._matching(batch, state, site, user)
         return found[:limit]
 
+    def in_state(
+        self, state: JobState, *, entered_before: float | None = None, limit: int = 50
+    ) -> list[tuple[FaxStatus, float]]:
+        """Faxes whose (summary) state is ``state``, oldest in it first, each with when it
+        entered it (epoch seconds); with ``entered_before``, only those in it since
+        before then. Reads the state's index (``keys.fax_state``), never the whole store."""
+        high = "+inf" if entered_before is None else entered_before
+        entries = self.r.zrangebyscore(
+            keys.fax_state(state), "-inf", high, start=0, num=limit, withscores=True
+        )
+        if not entries:
+            return []
+        found = []
+        for (_, score), raw in zip(
+            entries, self.r.mget([job_key(m.decode()) for m, _ in entries]), strict=True
+        ):
+            if raw is not None:
+                found.append((FaxStatus.model_validate_json(raw), score))
+        return found
+
     def _newest(self, key: str, batch: int = 200) -> Iterator[tuple[float, str]]:
         start = 0
         while True:

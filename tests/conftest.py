@@ -224,6 +224,7 @@ FLEET_FILES = frozenset(
     {
         "test_callback_guard_fleet.py",
         "test_cluster.py",
+        "test_console_admin.py",
         "test_console_browser.py",
         "test_demo.py",
         "test_faults.py",

@@ -21,7 +21,7 @@ from faxfleet import keys
 from faxfleet.messages import LineStatus, SiteStatus
 from faxfleet.redis_server import RedisServer, free_port
 from routing.sites import CONFIG_VERSION
-from tests.test_cost_store import BAD, PARIS, TZ, flat
+from tests.test_cost_store import BAD, HEADER, PARIS, TZ, flat
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"X-API-Key": "admin-key"}
@@ -456,3 +456,74 @@ def test_a_new_timezone_moves_the_bands_without_a_new_import(
     )
     assert back.returncode == 0, back.stderr
     assert bands() == ("France evening", "France evening")
+
+
+def test_quote_compares_the_sites_prices_for_a_number(api: httpx.Client) -> None:
+    csv_headers = {**ADMIN, "Content-Type": "text/csv"}
+    lyon = {**PARIS_SITE, "name": "lyon", "dialing": {**PARIS_SITE["dialing"], "area_code": "4"}}
+    for site in (PARIS_SITE, NEWYORK_SITE, lyon):
+        assert api.post("/v1/sites", json=site, headers=ADMIN).status_code == 201
+    office = HEADER + "1,0.05,0.10,30,6,USD,mon-fri,09:00,17:00,US office hours\n"
+    for name, table in (("paris", PARIS), ("lyon", flat("0.30")), ("newyork", office)):
+        put = api.put(f"/v1/sites/{name}/costs", content=table, headers=csv_headers)
+        assert put.status_code == 200, put.text
+
+    # Monday 11:00 in Paris: paris's daytime French rate, lyon's flat rate; newyork's
+    # table has no row for +33 and is left out.
+    monday = "2026-12-07T10:00:00Z"
+    got = api.get(
+        "/v1/costs/quote",
+        params={"number": "+33 1 42 68 53 00", "at": monday, "seconds": 90},
+        headers=ADMIN,
+    )
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["number"] == "+33142685300" and body["seconds"] == 90
+    rows = {q["site"]: q for q in body["sites"]}
+    assert [q["site"] for q in body["sites"]] == ["paris", "lyon"]  # cheapest first
+    paris = rows["paris"]
+    assert paris["tariff"]["prefix"] == "33" and paris["tariff"]["band"] == "08:00-19:00"
+    assert paris["tariff"]["price_per_minute"] == "0.02" and paris["billed_seconds"] == 120
+    assert paris["cost"] == "0.040000" and paris["currency"] == "EUR"
+    assert paris["local_time"] == "2026-12-07 11:00 Mon"
+    assert rows["lyon"]["cost"] == "0.600000" and rows["lyon"]["tariff"]["prefix"] == "*"
+
+    # A national number (default region FR), on a Sunday: newyork can dial +1 but has no
+    # row in force then, so it comes last without a tariff.
+    sunday = api.get(
+        "/v1/costs/quote",
+        params={"number": "+1 212 555 0100", "at": "2026-12-06T15:00:00+00:00"},
+        headers=ADMIN,
+    ).json()
+    assert [q["site"] for q in sunday["sites"]] == ["paris", "lyon", "newyork"]
+    assert sunday["seconds"] == 60
+    assert sunday["sites"][0]["cost"] == "0.230000"  # 0.05 + 60 s at 0.18 (weekend)
+    assert sunday["sites"][2]["tariff"] is None and sunday["sites"][2]["cost"] is None
+    only = api.get(
+        "/v1/costs/quote",
+        params={"number": "+12125550100", "at": "2026-12-07T15:00:00Z", "sites": "newyork"},
+        headers=ADMIN,
+    ).json()
+    assert [(q["site"], q["cost"]) for q in only["sites"]] == [("newyork", "0.150000")]
+
+    def refused(params: dict[str, str], headers: dict[str, str] = ADMIN) -> httpx.Response:
+        return api.get("/v1/costs/quote", params=params, headers=headers)
+
+    bad = refused({"number": "not a number"})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("number: ")
+    assert refused({"number": "+33142685300", "sites": "paris,mars"}).json() == {
+        "detail": "sites: no site 'mars'"
+    }
+    assert refused({"number": "+33142685300", "seconds": "0"}).status_code == 422
+    assert refused({"number": "+33142685300"}, TENANT).status_code == 403
+    assert refused({"number": "+33142685300"}, {}).status_code == 401
+
+
+def test_admin_client_quote(servers: Servers, r: redis.Redis) -> None:
+    from faxfleet.admin_client import AdminClient
+
+    with AdminClient([servers.public_url], admin_key="admin-key") as admin:
+        admin.create_site(PARIS_SITE)
+        admin.import_costs("paris", flat("0.12"))
+        quote = admin.quote("+33142685300", at="2026-12-07T10:00:00Z", seconds=120)
+    assert [(q["site"], q["cost"]) for q in quote["sites"]] == [("paris", "0.240000")]

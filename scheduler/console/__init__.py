@@ -15,7 +15,13 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-PAGES = ["scheduler.console.auth", "scheduler.console.faxes"]
+PAGES = [
+    "scheduler.console.auth",
+    "scheduler.console.faxes",
+    "scheduler.console.fleet",
+    "scheduler.console.sites",
+    "scheduler.console.costs",
+]
 """Modules with a ``router`` to include, in order. An admin page's module goes here too:
 its routes come before the catch-all that answers other ``/console/admin/...`` paths."""
 

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from scheduler.console import web
+from scheduler.console import adminapi, web
 from scheduler.console.web import Session, require_csrf, require_session
 
 router = APIRouter(prefix=web.PREFIX)
@@ -88,6 +88,7 @@ def signin(
             request, next, "unknown API key: it is neither a tenant key nor an admin key", 401
         )
     session = web.open_session(stored)
+    adminapi.remember(session.token, stored, key)  # server-side only (adminapi.py)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         web.COOKIE,
@@ -104,6 +105,7 @@ def signin(
 @router.post("/signout", dependencies=[Depends(require_csrf)])
 def signout(request: Request, session: Annotated[Session, Depends(require_session)]) -> Response:
     web.close_session(session.token)
+    adminapi.forget(session.token)
     response = RedirectResponse(f"{web.PREFIX}/signin", status_code=303)
     response.delete_cookie(web.COOKIE, path=web.PREFIX)
     return response
