@@ -111,9 +111,14 @@ def shots() -> Callable[[Page, str], Path]:
     def shot(page: Page, name: str) -> Path:
         path = where / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
-        data = path.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-        assert len(data) > MIN_SCREENSHOT_BYTES, f"{path} is only {len(data)} bytes"
+        check_screenshot(path)
         return path
 
     return shot
+
+
+def check_screenshot(path: Path) -> None:
+    """A real PNG of some size: a rendered page, not a blank one."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert len(data) > MIN_SCREENSHOT_BYTES, f"{path} is only {len(data)} bytes"

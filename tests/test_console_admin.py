@@ -3,11 +3,10 @@ against a real API and routing admin API on a private Redis (403s for tenants, t
 check, the forms and their refusals), and in headless Chromium against a running fleet
 (an admin's whole round: overview with live lines, a group and a site, a refused then
 an accepted cost table, a price comparison; a tenant refused everywhere), with
-screenshots in ``artifacts/console/`` (``FAXFLEET_SCREENSHOTS`` to put them elsewhere)."""
+screenshots in ``artifacts/console/`` (``FAXFLEET_CONSOLE_ARTIFACTS`` to put them elsewhere)."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from faxfleet import keys
 from faxfleet.fleet import SiteSpec
 from faxfleet.redis_server import free_port
 from tests.conftest import paged_text, running_fleet
+from tests.console_browser import CHROMIUM, artifacts_dir, check_screenshot
 from tests.test_admin_api import (  # noqa: F401 - the servers fixture
     ADMIN,
     PARIS_SITE,
@@ -267,24 +267,12 @@ MADRID_SITE = {
 }
 
 
-def screenshots_dir() -> Path:
-    given = os.environ.get("FAXFLEET_SCREENSHOTS")
-    path = Path(given) if given else ROOT / "artifacts" / "console"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def assert_png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
-    assert len(data) > 10_000, (path, len(data))  # a rendered page, not a blank one
-
-
 @pytest.mark.fleet
 def test_admin_pages_in_a_browser(tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    shots = screenshots_dir()
+    shots = artifacts_dir()
+    shots.mkdir(parents=True, exist_ok=True)
     taken: list[Path] = []
     with (
         running_fleet(tmp_path, [SiteSpec("paris", 2), SiteSpec("lyon", 1)]) as fleet,
@@ -299,7 +287,7 @@ def test_admin_pages_in_a_browser(tmp_path: Path) -> None:
         )
         put.raise_for_status()
         base = f"{fleet.api_url}/console"
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
 
         def shot(name: str) -> None:
@@ -399,7 +387,7 @@ def test_admin_pages_in_a_browser(tmp_path: Path) -> None:
             expect(tenant.locator("p.error")).to_contain_text("for administrators")
         browser.close()
     for path in taken:
-        assert_png(path)
+        check_screenshot(path)
 
 
 def test_overview_lists_stuck_faxes(
