@@ -2,7 +2,7 @@
 # System packages faxfleet needs: redis-server (the fleet's store and broker), a
 # monospaced font for text pages, libtiff tools (an independent decoder for the tests),
 # Ghostscript (the rendering benchmark's baseline), LibreOffice (Office documents), the
-# software fax line (below) and
+# software fax line (below), PostgreSQL (the accounting tests' own cluster) and
 # python3-venv. Installed with apt-get when missing and we are root; otherwise we say what
 # is missing.
 set -euo pipefail
@@ -25,6 +25,9 @@ command -v faxgetty >/dev/null || need+=(hylafax-server)
 command -v sendfax >/dev/null || need+=(hylafax-client)
 ls /usr/lib/*/libspandsp.so.2 >/dev/null 2>&1 || need+=(libspandsp2)
 command -v ip >/dev/null || need+=(iproute2)
+# PostgreSQL server binaries (initdb, pg_ctl): the call-accounting tests start a private
+# cluster of their own; the fleet itself needs PostgreSQL only with FAXFLEET_DATABASE_URL.
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -eq 0 ]; then
