@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from faxfleet.admin_client import AdminClient
+from faxfleet.cli_reports import report
 from faxfleet.client import FaxClient, FaxError
 from faxfleet.credentials import (
     ADMIN_KEYS_VAR,
@@ -1181,6 +1182,9 @@ def costs_rollback(ctx: click.Context, site_name: str, version: int, admin_key: 
     with _admin(ctx) as admin, _refusals():
         info = admin.rollback_costs(site_name, version)
     console.print(f"site {site_name}: cost table version {info['current']} is current")
+
+
+cli.add_command(report)
 
 
 def main() -> None:

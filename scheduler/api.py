@@ -47,7 +47,8 @@ from faxfleet.messages import (
 from faxfleet.numbers import InvalidNumber, to_e164
 from faxfleet.redis_conn import NotReplicated
 from faxfleet.settings import get_settings
-from scheduler import intake, policy_api, states, tasks
+from scheduler import intake, policy_api, reports_api, states, tasks
+from scheduler.accounting import stores
 from scheduler.inbound import UnknownInbound
 from scheduler.lifecycle import Alteration, BadAlteration, NotAlterable, NotResolvable
 from scheduler.store import UnknownJob
@@ -935,6 +936,7 @@ for _path in ("/v1/sites", "/v1/sites/{path:path}", "/v1/groups", "/v1/groups/{p
     )
 
 app.include_router(policy_api.router(caller_of, tasks.allowance))
+app.include_router(reports_api.router(caller_of, lambda: stores.source(settings, tasks.store().r)))
 
 
 @app.get("/healthz", response_model=health.Health, responses={503: {"model": health.Health}})
