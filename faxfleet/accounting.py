@@ -106,9 +106,9 @@ def build(
     """The record of the call ``ev`` ends, or None when the attempt never reached a line
     (the site refused it before taking one: nothing was dialled, nothing is billed).
 
-    ``before`` is the recipient as it stood before the result was applied: its confirmed
-    pages tell the pages this call added, its tariff prices the call when the result
-    carries none (an older site worker)."""
+    ``before`` is the recipient as it stood before the result was applied: the pages
+    confirmed when its attempt was routed tell the pages this call added, its tariff
+    prices the call when the result carries none (an older site worker)."""
     if ev.line is None:
         return None
     tariff = ev.tariff
@@ -129,7 +129,7 @@ def build(
         started_at=started,
         ended_at=ev.at,
         duration_seconds=duration,
-        pages_sent=max(0, ev.pages_confirmed - before.pages_confirmed),
+        pages_sent=max(0, ev.pages_confirmed - before.confirmed_before),
         pages_confirmed=max(ev.pages_confirmed, 0),
         pages_total=pages_total,
         ok=ev.ok,

@@ -310,6 +310,9 @@ class RecipientStatus(Message):
     """The attempt :attr:`tariff` belongs to."""
     route_reason: str | None = None
     """Why routing placed the current attempt at its site."""
+    confirmed_before: int = 0
+    """Pages confirmed when the current attempt was routed (where its call resumes): the
+    call's own pages are those confirmed past it."""
 
 
 class DocumentInfo(Message):

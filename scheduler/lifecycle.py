@@ -179,6 +179,7 @@ class Lifecycle:
                 event_seq=0,
                 at=at,
                 queued_since=queued_since,
+                confirmed_before=r.pages_confirmed,
                 detail=detail,
                 requeue=requeue,
             )

@@ -232,6 +232,7 @@ LINE_FILES = frozenset(
 
 FLEET_FILES = frozenset(
     {
+        "test_acct_fleet.py",
         "test_callback_guard_fleet.py",
         "test_cluster.py",
         "test_demo.py",

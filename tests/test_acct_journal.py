@@ -140,6 +140,13 @@ def test_busy_and_failed_calls_each_get_a_record(r: redis.Redis) -> None:
     assert got[1].outcome == "remote_disconnected" and got[1].pages_sent == 1
     # 61 s: 30 + 6 blocks = 66 s: 0.05 + 66 * 0.002 = 0.182
     assert got[1].cost == Decimal("0.182")
+    # attempt 3 resumes at page 2 and sends the last two pages
+    store.update("fx_b", lambda d: LC.on_route_timer(d, 0))
+    resumed = result("fx_b", attempt=3, seq=1, pages_confirmed=3, tariff=PARIS_US)
+    store.update("fx_b", lambda d: LC.on_result(d, resumed))
+    last = records(r)[-1]
+    assert (last.call_id, last.pages_sent, last.pages_confirmed) == ("fx_b:0:3", 2, 3)
+    assert store.get("fx_b").state.value == "done"
 
 
 def test_a_refused_attempt_that_took_no_line_has_no_record(r: redis.Redis) -> None:
