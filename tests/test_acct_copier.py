@@ -167,3 +167,15 @@ def test_without_a_database_the_journal_is_trimmed_by_age(r: redis.Redis) -> Non
     assert copier.trim_by_age(r, Settings(acct_retention_days=400)) == 1
     (entry,) = r.xrange(keys.ACCT_CALLS)
     assert CallRecord.model_validate_json(entry[1][b"r"]).call_id == "fx_2:0:1"
+
+
+def test_an_unreadable_record_does_not_block_the_others(
+    r: redis.Redis, postgres: PgCluster, engine: Engine
+) -> None:
+    journal(r, record(1))
+    r.xadd(keys.ACCT_CALLS, {"r": b"{not json"})
+    journal(r, record(2))
+    assert Copier(r, settings(postgres), engine).copy() == 3
+    assert [x.call_id for x in stored(engine)] == ["fx_1:0:1", "fx_2:0:1"]
+    assert copier.backlog(r) == 0
+    assert r.xlen(keys.ACCT_CALLS) == 3  # kept for a look, until trimmed

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -94,9 +95,9 @@ class Copier:
 
     # -- copying ------------------------------------------------------------------------
 
-    def _read(self) -> list[tuple[str, dict[bytes, bytes]]]:
+    def _read(self) -> list[tuple[str, dict[bytes, bytes] | None]]:
         """This copier's own unacknowledged records first, then others' abandoned ones,
-        then new ones."""
+        then new ones (a record trimmed meanwhile comes back without fields)."""
         batch = self.s.acct_copy_batch
         group, key = keys.ACCT_GROUP, keys.ACCT_CALLS
         mine = self.r.xreadgroup(group, self.name, {key: "0"}, count=batch)
@@ -108,7 +109,7 @@ class Copier:
         if len(entries) < batch:
             new = self.r.xreadgroup(group, self.name, {key: ">"}, count=batch - len(entries))
             entries += list(new[0][1]) if new else []
-        return [(_text(i), f) for i, f in entries if f]  # deleted entries come back empty
+        return [(_text(i), f or None) for i, f in entries]
 
     def copy_once(self) -> int:
         """Copy one batch; returns how many records were acknowledged. Raises
@@ -122,10 +123,22 @@ class Copier:
             return 0
         rows: dict[str, dict[str, Any]] = {}
         for entry_id, fields in entries:
-            rec = CallRecord.model_validate_json(fields[b"r"])
-            rows.setdefault(rec.call_id, db.row(rec, entry_id))
-        with self.engine.begin() as connection:
-            connection.execute(db.insert_ignoring_copies(list(rows.values())))
+            try:
+                rec = CallRecord.model_validate_json(fields[b"r"]) if fields else None
+            except (KeyError, ValidationError) as exc:
+                # Never copyable: acknowledged so it does not block the others; it stays
+                # in the journal (until trimmed) for whoever looks into it.
+                log.error(
+                    "unreadable call record left in the journal",
+                    entry=entry_id,
+                    error=str(exc)[:300],
+                )
+                continue
+            if rec is not None:
+                rows.setdefault(rec.call_id, db.row(rec, entry_id))
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(db.insert_ignoring_copies(list(rows.values())))
         self.r.xack(keys.ACCT_CALLS, keys.ACCT_GROUP, *(i for i, _ in entries))
         return len(entries)
 
@@ -159,10 +172,19 @@ class Copier:
     def trim(self, now: float | None = None) -> int:
         """Drop copied records older than ``acct_keep_copied_seconds``; returns how many."""
         ensure_group(self.r)
+        self._forget_idle_consumers()
         keep = (int(((now or time.time()) - self.s.acct_keep_copied_seconds) * 1000), 0)
         floor = copied_below(self.r)
         ms, seq = min(keep, floor) if floor is not None else keep
         return int(self.r.xtrim(keys.ACCT_CALLS, minid=f"{max(ms, 0)}-{seq}", approximate=False))
+
+    def _forget_idle_consumers(self, idle_seconds: float = 86400) -> None:
+        """Drop consumers (copiers of processes long gone) that hold no record."""
+        for consumer in self.r.xinfo_consumers(keys.ACCT_CALLS, keys.ACCT_GROUP):
+            name = _text(consumer["name"])
+            idle = int(consumer["idle"]) > idle_seconds * 1000
+            if name != self.name and not consumer["pending"] and idle:
+                self.r.xgroup_delconsumer(keys.ACCT_CALLS, keys.ACCT_GROUP, name)
 
 
 def copied_below(r: redis.Redis) -> tuple[int, int] | None:
