@@ -560,6 +560,10 @@ def fleet_lines(fleet: dict[str, Any]) -> str:
             f"waiting: {waiting} (overdue {d['overdue']}, oldest {d['oldest_wait_seconds']:.0f} s),"
             f" free lines: {d['free_lines']}"
         )
+    acct = snap.get("accounting")
+    if acct:
+        why = f" (database: {acct['error']})" if acct.get("error") else ""
+        out.append(f"call records not yet in the database: {acct['backlog']}{why}")
     out.append("health: ok" if fleet["ok"] else "health: FAILING")
     out += [f"  - {p}" for p in fleet["problems"]]
     return "\n".join(out)

@@ -156,6 +156,20 @@ def test_cli_report_costs(apis: dict[str, str], seeded: None) -> None:
     assert bad.exit_code == 2
 
 
+def test_fleet_health_shows_the_copy_backlog(
+    apis: dict[str, str], r: redis.Redis, postgres: PgCluster
+) -> None:
+    from faxfleet.cli import fleet_lines
+
+    journal(r, *RECORDS)
+    nobody_there = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    assert Copier(r, Settings(database_url=nobody_there)).copy() == 0
+    got = httpx.get(f"{apis['journal']}/v1/fleet", headers=ACME).json()
+    assert got["snapshot"]["accounting"]["backlog"] == len(RECORDS)
+    assert got["snapshot"]["accounting"]["error"]
+    assert "call records not yet in the database: 4 (database: " in fleet_lines(got)
+
+
 def test_database_down_is_a_503(apis: dict[str, str], postgres: PgCluster) -> None:
     postgres.stop()
     try:
