@@ -370,8 +370,9 @@ class Lifecycle:
         r = draft.recipient(ev.recipient)
         if r.attempt != ev.attempt:
             return []
-        if ev.tariff is not None and r.tariff_attempt != ev.attempt:
-            # Kept whatever the state (the site may have started first): prices the call.
+        if ev.tariff is not None:
+            # Kept whatever the state (the site may have started first): prices the call
+            # if its result carries no tariff of its own (the result's wins).
             draft.set_recipient(
                 ev.recipient, tariff=ev.tariff, tariff_attempt=ev.attempt, route_reason=ev.reason
             )

@@ -8,12 +8,13 @@ are not in reports until the copier catches up: ``/v1/fleet`` shows the backlog.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Protocol
 
 import redis
+from pydantic import ValidationError
 from sqlalchemy import Engine, select
 
 from faxfleet import keys
@@ -47,7 +48,10 @@ class JournalCalls:
         while True:
             entries = self.r.xrange(keys.ACCT_CALLS, low, high, count=self.page)
             for _, fields in entries:
-                rec = CallRecord.model_validate_json(fields[b"r"])
+                try:
+                    rec = CallRecord.model_validate_json(fields[b"r"])
+                except (KeyError, ValidationError):
+                    continue  # unreadable: the copier logged it; a report skips it
                 if start is not None and rec.started_at < start:
                     continue
                 if end is not None and rec.started_at >= end:
@@ -64,8 +68,12 @@ class JournalCalls:
 class DatabaseCalls:
     """Records read from PostgreSQL, streamed in start order."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | Callable[[], Engine]) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine if isinstance(self._engine, Engine) else self._engine()
 
     def calls(
         self, start: datetime | None, end: datetime | None, tenant: str | None
@@ -88,8 +96,22 @@ def _engine(url: str) -> Engine:
     return db.make_engine(url)
 
 
+_upgraded: set[str] = set()
+
+
+def _ready(url: str) -> Engine:
+    """The engine, its schema brought up to date once per process (before any copier
+    has run, the table may not exist yet: a report then is empty, not an error)."""
+    engine = _engine(url)
+    if url not in _upgraded:
+        db.upgrade(engine)
+        _upgraded.add(url)
+    return engine
+
+
 def source(settings: Settings, r: redis.Redis) -> CallSource:
     """The store reports read (PostgreSQL when ``database_url`` is set)."""
     if settings.database_url:
-        return DatabaseCalls(_engine(settings.database_url))
+        url = settings.database_url
+        return DatabaseCalls(lambda: _ready(url))
     return JournalCalls(r)
