@@ -163,3 +163,23 @@ def test_a_call_without_a_tariff_is_recorded_unpriced(r: redis.Redis) -> None:
     store.update("fx_d", lambda d: LC.on_result(d, result("fx_d")))
     (rec,) = records(r)
     assert rec.cost is None and rec.currency is None and rec.pages_sent == 3
+
+
+def test_a_transaction_run_again_after_a_conflict_writes_one_record(r: redis.Redis) -> None:
+    """Another writer changes the fax while the result is being applied: the change is
+    made again on the fresh fax, and only the transaction that commits adds a record."""
+    store = JobStore(r, retention_seconds=3600)
+    placed(store, "fx_e")
+    other = redis.Redis(connection_pool=r.connection_pool)
+    runs = []
+
+    def apply(draft):
+        runs.append(1)
+        if len(runs) == 1:  # a concurrent note lands between WATCH and EXEC
+            store_other = JobStore(other, retention_seconds=3600)
+            store_other.update("fx_e", lambda d: d.note("operator looked at it"))
+        return LC.on_result(draft, result("fx_e"))
+
+    store.update("fx_e", apply)
+    assert len(runs) == 2
+    assert [x.call_id for x in records(r)] == ["fx_e:0:1"]
