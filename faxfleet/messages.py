@@ -3,6 +3,9 @@
 The scheduler, the router and the site workers never import each other; they exchange
 these pydantic models (serialised as JSON inside Celery tasks) and read the public views
 through the HTTP API. Changing a field here changes the wire format of the fleet.
+
+Longer than most modules on purpose: the whole wire format lives in one file, so a
+change to what the services say to each other is one reviewable diff.
 """
 
 from __future__ import annotations
