@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from faxfleet.admin_client import AdminClient
+from faxfleet.cli_reports import report
 from faxfleet.client import FaxClient, FaxError
 from faxfleet.credentials import (
     ADMIN_KEYS_VAR,
@@ -559,6 +560,10 @@ def fleet_lines(fleet: dict[str, Any]) -> str:
             f"waiting: {waiting} (overdue {d['overdue']}, oldest {d['oldest_wait_seconds']:.0f} s),"
             f" free lines: {d['free_lines']}"
         )
+    acct = snap.get("accounting")
+    if acct:
+        why = f" (database: {acct['error']})" if acct.get("error") else ""
+        out.append(f"call records not yet in the database: {acct['backlog']}{why}")
     out.append("health: ok" if fleet["ok"] else "health: FAILING")
     out += [f"  - {p}" for p in fleet["problems"]]
     return "\n".join(out)
@@ -1181,6 +1186,9 @@ def costs_rollback(ctx: click.Context, site_name: str, version: int, admin_key: 
     with _admin(ctx) as admin, _refusals():
         info = admin.rollback_costs(site_name, version)
     console.print(f"site {site_name}: cost table version {info['current']} is current")
+
+
+cli.add_command(report)
 
 
 def main() -> None:

@@ -24,7 +24,9 @@ from typing import Any, Literal, Self
 
 import httpx
 
+from faxfleet.accounting import CallRecord
 from faxfleet.messages import PRIORITY_DEFAULT, SETTLED_STATES, FaxStatus, InboundFax, JobState
+from faxfleet.reports import CostReport
 from faxfleet.settings import get_settings
 
 Document = str | Path | bytes | tuple[str, bytes]
@@ -93,6 +95,13 @@ class ApiClient:
                 raise FaxError(response.status_code, reason, body)
             return response
         raise Unreachable(503, "no API node answered: " + "; ".join(errors))
+
+
+def _report_params(
+    start: str | None, end: str | None, tenant: str | None, **more: str
+) -> dict[str, str]:
+    given = {"from": start, "to": end, "tenant": tenant, **more}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _reason(response: httpx.Response) -> tuple[str, Any]:
@@ -302,6 +311,54 @@ class FaxClient(ApiClient):
         """The fleet's health: problems, sites with held and leased faxes, live
         processes by kind, what waits (``GET /v1/fleet``)."""
         return dict(self._request("GET", "/v1/fleet").json())
+
+    # -- cost reports (docs/accounting.md) ---------------------------------------------
+
+    def cost_report(
+        self,
+        by: str = "site",
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        tenant: str | None = None,
+    ) -> CostReport:
+        """Calls, minutes, pages and cost per currency grouped ``by`` site, tenant,
+        destination or day, for calls started in [start, end) (ISO dates or date-times
+        with a zone)."""
+        params = _report_params(start, end, tenant, by=by)
+        response = self._request("GET", "/v1/reports/costs", params=params)
+        return CostReport.model_validate_json(response.content)
+
+    def cost_report_csv(
+        self,
+        by: str = "site",
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        tenant: str | None = None,
+    ) -> str:
+        params = _report_params(start, end, tenant, by=by)
+        return self._request("GET", "/v1/reports/costs.csv", params=params).text
+
+    def calls(
+        self,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        tenant: str | None = None,
+        limit: int = 1000,
+    ) -> list[CallRecord]:
+        """Call records of the range, oldest first (at most ``limit``)."""
+        params = _report_params(start, end, tenant, limit=str(limit))
+        data = self._request("GET", "/v1/reports/calls", params=params).json()
+        return [CallRecord.model_validate(item) for item in data]
+
+    def calls_csv(
+        self, *, start: str | None = None, end: str | None = None, tenant: str | None = None
+    ) -> str:
+        """Every call record of the range as CSV."""
+        params = _report_params(start, end, tenant)
+        return self._request("GET", "/v1/reports/calls.csv", params=params).text
 
     # -- received faxes -----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ one from Redis. The fleet is unhealthy when any of these holds:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import redis
 from pydantic import BaseModel, Field
@@ -41,6 +41,17 @@ class SiteHealth(BaseModel):
     """Of those, calls a worker holds a live lease on."""
 
 
+class AccountingHealth(BaseModel):
+    """Calls are still sent and recorded while PostgreSQL is down (records wait in the
+    journal), so this does not make the fleet unhealthy: it says how far behind it is."""
+
+    backlog: int
+    """Call records not yet copied."""
+    error: str | None = None
+    """Why the last copy failed (None: it worked)."""
+    at: datetime
+
+
 class Snapshot(BaseModel):
     at: datetime
     redis_error: str | None = None
@@ -48,6 +59,8 @@ class Snapshot(BaseModel):
     processes: dict[str, int] = Field(default_factory=dict)
     dispatch: DispatchSummary | None = None
     home_sites: list[str] = Field(default_factory=list)
+    accounting: AccountingHealth | None = None
+    """The call journal's copier to PostgreSQL, as it last reported (None: no database)."""
 
 
 class Health(BaseModel):
@@ -105,12 +118,23 @@ def snapshot(r: redis.Redis) -> Snapshot:
                 )
             )
         raw = r.get(keys.DISPATCH_SUMMARY)
+        copied = {k.decode(): v.decode() for k, v in r.hgetall(keys.ACCT_COPIED).items()}
+        accounting = (
+            AccountingHealth(
+                backlog=int(copied.get("backlog", 0)),
+                error=copied.get("error") or None,
+                at=datetime.fromtimestamp(float(copied["at"]), UTC),
+            )
+            if "at" in copied
+            else None
+        )
         return Snapshot(
             at=at,
             sites=sorted(sites, key=lambda s: s.name),
             processes=heartbeat.alive(r),
             dispatch=DispatchSummary.model_validate_json(raw) if raw else None,
             home_sites=sorted(h.decode() for h in r.smembers(keys.HOME_SITES)),
+            accounting=accounting,
         )
     except redis.RedisError as exc:
         return Snapshot(at=at, redis_error=str(exc) or type(exc).__name__)

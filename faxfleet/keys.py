@@ -144,3 +144,16 @@ def inbound_fax(inbound_id: str) -> str:
     """A received fax as one multi-page TIFF (bytes, with the inbound retention TTL):
     written by the receiving site's worker, read by its scheduler (mail, API)."""
     return f"ff:inbound:{inbound_id}:tiff"
+
+
+ACCT_CALLS = "ff:acct:calls"
+"""The call journal (a stream): one entry per call a site made (field ``r``: a
+:class:`~faxfleet.accounting.CallRecord` as JSON), added by the scheduler in the same
+transaction that applies the call's result. The store of record without a database;
+with one, the journal its copier empties (``docs/accounting.md``)."""
+
+ACCT_GROUP = "acct-copier"
+"""The consumer group of :data:`ACCT_CALLS` that copies records to PostgreSQL."""
+
+ACCT_COPIED = "ff:acct:copied"
+"""Hash: what the copier last did (``at``, ``copied``, ``error``), for health checks."""

@@ -3,17 +3,22 @@
 The scheduler, the router and the site workers never import each other; they exchange
 these pydantic models (serialised as JSON inside Celery tasks) and read the public views
 through the HTTP API. Changing a field here changes the wire format of the fleet.
+
+Longer than most modules on purpose: the whole wire format lives in one file, so a
+change to what the services say to each other is one reviewable diff.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from faxfleet import billing
 from faxfleet.kinds import Resolution
 
 PRIORITY_MIN = 0
@@ -39,6 +44,42 @@ def now() -> datetime:
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TariffTerms(Message):
+    """The price fields of the cost-table row a call was placed under, carried from
+    routing to the site and back to the scheduler (which cannot read cost tables), so the
+    real call is priced by the same arithmetic (:mod:`faxfleet.billing`). Decimals travel
+    as strings, never floats."""
+
+    prefix: str | None = None
+    price_per_minute: str
+    connection_fee: str
+    first_increment: int = Field(ge=1)
+    next_increment: int = Field(ge=1)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    description: str | None = None
+
+    @field_validator("price_per_minute", "connection_fee")
+    @classmethod
+    def _decimal(cls, value: str) -> str:
+        try:
+            number = Decimal(value)
+        except ArithmeticError:
+            raise ValueError(f"{value!r} is not a decimal") from None
+        if not number.is_finite() or number < 0:
+            raise ValueError(f"{value!r} must be a finite decimal >= 0")
+        return value
+
+    def cost(self, seconds: float) -> Decimal:
+        """What a call of ``seconds`` costs under these terms (6 decimal places)."""
+        return billing.call_cost(
+            seconds,
+            price_per_minute=Decimal(self.price_per_minute),
+            connection_fee=Decimal(self.connection_fee),
+            first_increment=self.first_increment,
+            next_increment=self.next_increment,
+        )
 
 
 class JobState(StrEnum):
@@ -266,6 +307,15 @@ class RecipientStatus(Message):
     """When the current wait for a line began (see :attr:`RouteOrder.queued_since`)."""
     pending: PendingChange | None = None
     """A change of number or ``send_after`` waiting for routing to take the fax back."""
+    tariff: TariffTerms | None = None
+    """The tariff the current attempt was placed under (from its ``Routed`` event)."""
+    tariff_attempt: int | None = None
+    """The attempt :attr:`tariff` belongs to."""
+    route_reason: str | None = None
+    """Why routing placed the current attempt at its site."""
+    confirmed_before: int = 0
+    """Pages confirmed when the current attempt was routed (where its call resumes): the
+    call's own pages are those confirmed past it."""
 
 
 class DocumentInfo(Message):
@@ -380,6 +430,10 @@ class SendOrder(RouteOrder):
     """Names this one hand-out of the attempt (the dispatcher's in-flight record carries
     the same): a copy of the order whose token no longer matches the record (given back,
     handed out again) is stale and refused without touching the site's slots."""
+    tariff: TariffTerms | None = None
+    """The site's tariff for the number when the fax was placed; the site worker hands it
+    back in its :class:`AttemptResult`, so the result can be priced whatever order the
+    events are applied in. None: the site has no cost table."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -411,6 +465,9 @@ class Routed(Message):
     """Expected cost of the call at the chosen site (decimal, in the table's currency)."""
     currency: str | None = None
     reason: str | None = None
+    tariff: TariffTerms | None = None
+    """The tariff in force at the chosen site for this number when it was placed: the
+    real call is priced with it (None: older routers, or a site without a cost table)."""
 
 
 class Requeued(Message):
@@ -516,7 +573,11 @@ class AttemptResult(Message):
     detail: str | None = None
     remote_id: str | None = None
     duration_seconds: float = 0.0
+    """How long the site held the line for the call, dialling included."""
     at: datetime
+    """When the call ended."""
+    tariff: TariffTerms | None = None
+    """The tariff of the send order, handed back (see :attr:`SendOrder.tariff`)."""
 
 
 class InboundReceived(Message):

@@ -60,6 +60,7 @@ from prometheus_client import (  # noqa: E402
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -137,6 +138,15 @@ DISPATCH_COST = Counter(
     "expected seconds per page plus set-up, at the time of hand-out), in the table's "
     "currency.",
     ["site", "currency"],
+)
+ACCT_BACKLOG = Gauge(
+    "faxfleet_acct_backlog",
+    "Call records in the Redis journal not yet copied to PostgreSQL (as the timer loop's "
+    "copier last saw it); grows while PostgreSQL is down.",
+)
+ACCT_COPIED = Counter(
+    "faxfleet_acct_copied",
+    "Call records this timer loop copied from the journal to PostgreSQL.",
 )
 ROUTE_ORDERS = Counter(
     "faxfleet_route_orders",

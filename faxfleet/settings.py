@@ -285,6 +285,24 @@ class Settings(BaseSettings):
     """The site whose scheduler files and notifies the faxes this site receives (default:
     this site; set it for a site that runs no scheduler)."""
 
+    # --- call accounting (docs/accounting.md) ------------------------------------------
+    database_url: str | None = None
+    """PostgreSQL for the call records (``postgresql+psycopg://user:pass@host/db``); unset:
+    the Redis call journal is the store. The timer loops copy the journal into it."""
+    acct_retention_days: int = Field(400, ge=1)
+    """Without a database: how long call records stay in the journal (older ones are
+    trimmed). With one, the database keeps them; the journal only what is not copied yet."""
+    acct_keep_copied_seconds: float = Field(86400.0, ge=0)
+    """With a database: how long a copied record stays in the journal too (for a look at
+    recent calls from Redis); records not yet copied are never trimmed."""
+    acct_copy_batch: int = Field(500, ge=1, le=10000)
+    """Records a copier moves to PostgreSQL per transaction."""
+    acct_claim_idle_seconds: float = Field(60.0, gt=0)
+    """A record a copier read but did not acknowledge for this long (its process died) is
+    taken over by another copier (``XAUTOCLAIM``)."""
+    acct_copy_interval_seconds: float = Field(1.0, gt=0)
+    """How often a timer loop copies and trims the journal."""
+
     # --- metrics (docs/metrics.md) ---------------------------------------------------------
     metrics_port: int = Field(0, ge=0, le=65535)
     """Where a worker process (site worker, renderer, router, dispatcher, event worker,

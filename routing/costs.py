@@ -75,14 +75,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from faxfleet import billing
+from faxfleet.messages import TariffTerms
 
 __all__ = [
     "HEADER",
@@ -128,7 +130,6 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 _CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 _E164 = re.compile(r"\+([1-9][0-9]{0,14})")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # Unicode Cc, Zl and Zp
-_SIX_PLACES = Decimal(1).scaleb(-MAX_PLACES)
 
 
 class CostTableError(ValueError):
@@ -302,17 +303,9 @@ def _money(name: str, value: object) -> Decimal:
 
 
 def _seconds(value: object) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise TypeError(f"seconds must be a number, not {type(value).__name__}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"seconds {value} is not finite")
-        number = Decimal(repr(value))
-    else:
-        number = Decimal(value)
-    if not number.is_finite() or number < 0:
-        raise ValueError(f"seconds {value} must be a finite number >= 0")
-    return number
+    if isinstance(value, str):
+        raise TypeError("seconds must be a number, not str")
+    return billing.seconds_decimal(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,18 +372,31 @@ class Tariff:
 
     def billed_seconds(self, seconds: float | int | Decimal) -> int:
         """Seconds billed for a call of ``seconds``: the first increment, then blocks."""
-        duration = _seconds(seconds)
-        if duration <= self.first_increment:
-            return self.first_increment
-        blocks, rest = divmod(duration - self.first_increment, self.next_increment)
-        return self.first_increment + (int(blocks) + (1 if rest else 0)) * self.next_increment
+        return billing.billed_seconds(_seconds(seconds), self.first_increment, self.next_increment)
 
     def cost(self, seconds: float | int | Decimal) -> Decimal:
-        """What a call of ``seconds`` costs at this tariff, to 6 decimal places."""
-        billed = self.billed_seconds(seconds)
-        with localcontext(prec=80, rounding=ROUND_HALF_UP):
-            value = self.connection_fee + billed * self.price_per_minute / 60
-            return value.quantize(_SIX_PLACES)
+        """What a call of ``seconds`` costs at this tariff, to 6 decimal places (the
+        arithmetic is :func:`faxfleet.billing.call_cost`, shared with the scheduler)."""
+        return billing.call_cost(
+            _seconds(seconds),
+            price_per_minute=self.price_per_minute,
+            connection_fee=self.connection_fee,
+            first_increment=self.first_increment,
+            next_increment=self.next_increment,
+        )
+
+    def terms(self) -> TariffTerms:
+        """The price fields a message carries to the scheduler (which cannot import
+        routing) so it prices the real call with the same arithmetic."""
+        return TariffTerms(
+            prefix=self.prefix,
+            price_per_minute=format(self.price_per_minute, "f"),
+            connection_fee=format(self.connection_fee, "f"),
+            first_increment=self.first_increment,
+            next_increment=self.next_increment,
+            currency=self.currency,
+            description=self.description,
+        )
 
     def csv_fields(self) -> list[str]:
         """The row's ten fields as ``to_csv`` writes them."""

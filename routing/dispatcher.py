@@ -436,13 +436,17 @@ class Dispatcher:
         site = state.name
         config = self.cache.configs.get(site)
         dial = dial_string(order.number, config.dialing) if config else None
+        placed_at = now()
+        tariff = state.costs.lookup(order.number, placed_at) if state.costs else None
+        terms = tariff.terms() if tariff is not None else None
         send = SendOrder(
             **order.model_dump(exclude={"queued_since"}),
             queued_since=order.queued_since,
             site=site,
-            routed_at=now(),
+            routed_at=placed_at,
             dial_string=dial,
             token=inflight.new_token(),
+            tariff=terms,
         )
         record = inflight.record(send)
         claimed = self.claim(
@@ -459,6 +463,7 @@ class Dispatcher:
             reason=decision.reason,
             cost=None if decision.cost is None else str(decision.cost),
             currency=getattr(state.costs, "currency", None),
+            tariff=terms,
         )
         names.send(
             self.rt.app,

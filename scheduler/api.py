@@ -51,7 +51,8 @@ from faxfleet.messages import (
 from faxfleet.numbers import InvalidNumber, to_e164
 from faxfleet.redis_conn import NotReplicated
 from faxfleet.settings import get_settings
-from scheduler import intake, policy_api, states, tasks
+from scheduler import intake, policy_api, reports_api, states, tasks
+from scheduler.accounting import stores
 from scheduler.inbound import UnknownInbound
 from scheduler.lifecycle import Alteration, BadAlteration, NotAlterable, NotResolvable
 from scheduler.store import UnknownJob
@@ -957,6 +958,7 @@ for _path in (
     )
 
 app.include_router(policy_api.router(caller_of, tasks.allowance))
+app.include_router(reports_api.router(caller_of, lambda: stores.source(settings, tasks.store().r)))
 
 
 @app.get("/healthz", response_model=health.Health, responses={503: {"model": health.Health}})

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from faxfleet import accounting
 from faxfleet.messages import (
     SETTLED_STATES,
     AttemptProgress,
@@ -178,6 +179,7 @@ class Lifecycle:
                 event_seq=0,
                 at=at,
                 queued_since=queued_since,
+                confirmed_before=r.pages_confirmed,
                 detail=detail,
                 requeue=requeue,
             )
@@ -368,6 +370,12 @@ class Lifecycle:
         r = draft.recipient(ev.recipient)
         if r.attempt != ev.attempt:
             return []
+        if ev.tariff is not None:
+            # Kept whatever the state (the site may have started first): prices the call
+            # if its result carries no tariff of its own (the result's wins).
+            draft.set_recipient(
+                ev.recipient, tariff=ev.tariff, tariff_attempt=ev.attempt, route_reason=ev.reason
+            )
         if r.state == S.QUEUED and r.site != ev.site:
             # Handed out again (given back by another site, events applied out of order).
             draft.set_recipient(ev.recipient, site=ev.site)
@@ -534,6 +542,7 @@ class Lifecycle:
             return []
         before = draft.status.state
         idx = ev.recipient
+        self._account(draft, ev)
         draft.set_recipient(
             idx,
             event_seq=ev.seq,
@@ -569,6 +578,23 @@ class Lifecycle:
                 line=ev.line,
             )
         return [self._changed(draft, idx), *self._settled(before, draft)]
+
+    @staticmethod
+    def _account(draft: Draft, ev: AttemptResult) -> None:
+        """The call's record, stored with the result (see :class:`~scheduler.store.Draft`)."""
+        fax = draft.status
+        record = accounting.build(
+            ev=ev,
+            before=draft.recipient(ev.recipient),
+            tenant=fax.tenant,
+            user=fax.user,
+            priority=fax.priority,
+            home_site=fax.home_site,
+            pages_total=fax.pages,
+            recorded_at=now(),
+        )
+        if record is not None:
+            draft.calls.append(record.model_dump_json())
 
     # -- timers -----------------------------------------------------------------------
 

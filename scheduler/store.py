@@ -114,6 +114,10 @@ class Draft:
         """Notifications to watch (``scheduler/outbox.py``), written with the change itself:
         a process dying between storing a settled fax and queueing its notifications
         leaves them in the outbox."""
+        self.calls: list[str] = []
+        """Call records (JSON of :class:`~faxfleet.accounting.CallRecord`) to add to the
+        call journal with the change itself: a result is never stored without its record,
+        and a result applied again (stale by then) adds none."""
         self.reopened: set[JobState] = set()
         """Settled states the fax leaves for good (an operator's requeue): their
         notification marks are cleared, so settling there again is notified again."""
@@ -474,6 +478,8 @@ class JobStore:
                     self._write_zsets(pipe, WATCH, draft.watches)
                     if draft.outbox:
                         pipe.zadd(outbox.OUTBOX, draft.outbox, nx=True)
+                    for record in draft.calls:
+                        pipe.xadd(keys.ACCT_CALLS, {"r": record})
                     if draft.status.state != before:
                         self._count_state(pipe, job_id, before, draft.status.state)
                     if draft.status.state in states.TRANSITIONS and states.is_final(

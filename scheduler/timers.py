@@ -3,6 +3,10 @@ queues again notifications whose message was lost (``scheduler/outbox.py``).
 
 Any number of these may run (one per site is usual): each due entry is taken with an
 atomic ZREM, so exactly one loop acts on it. Run: ``python -m scheduler.timers``.
+
+Each loop also runs the call journal's copier and trimmer in a thread of its own
+(``scheduler/accounting/copier.py``): a slow or unreachable PostgreSQL never delays a
+retry or a watchdog.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from faxfleet import heartbeat, metrics
 from faxfleet.log import get_logger
 from scheduler import outbox, tasks
+from scheduler.accounting import copier
 from scheduler.store import TIMERS, WATCH
 
 log = get_logger("faxfleet.timers")
@@ -60,6 +65,12 @@ def tick(limit: int = 200) -> int:
 
 def run(stop: threading.Event, interval: float = 0.1) -> None:
     log.info("timer loop started", site=tasks.settings.site)
+    threading.Thread(
+        target=copier.run,
+        args=(tasks.store().r, tasks.settings, stop),
+        name="call-journal",
+        daemon=True,
+    ).start()
     me = heartbeat.ident()
     while not stop.is_set():
         try:

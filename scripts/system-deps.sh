@@ -3,8 +3,8 @@
 # monospaced font for text pages, libtiff tools (an independent decoder for the tests),
 # Ghostscript (the rendering benchmark's baseline), LibreOffice (Office documents), the
 # software fax line (below), Chromium (the web console's browser tests drive it with
-# Playwright) and python3-venv. Installed with apt-get when missing and we are root;
-# otherwise we say what is missing.
+# Playwright), PostgreSQL (the accounting tests' own cluster) and python3-venv. Installed
+# with apt-get when missing and we are root; otherwise we say what is missing.
 set -euo pipefail
 
 need=()
@@ -26,6 +26,9 @@ command -v sendfax >/dev/null || need+=(hylafax-client)
 ls /usr/lib/*/libspandsp.so.2 >/dev/null 2>&1 || need+=(libspandsp2)
 command -v ip >/dev/null || need+=(iproute2)
 command -v chromium >/dev/null || need+=(chromium)
+# PostgreSQL server binaries (initdb, pg_ctl): the call-accounting tests start a private
+# cluster of their own; the fleet itself needs PostgreSQL only with FAXFLEET_DATABASE_URL.
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from faxfleet import signing
 from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.redis_server import RedisServer, free_port
+from tests.pg_cluster import PgCluster
 
 WEBHOOK_SECRET = "test-webhook-secret"
 
@@ -40,6 +41,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A private PostgreSQL cluster for the session (tests/pg_cluster.py): its own
+    ``initdb`` on a free port, run as an unprivileged user, never the machine's own."""
+    cluster = PgCluster().start()
+    yield cluster
+    cluster.destroy()
 
 
 @pytest.fixture
@@ -222,6 +232,7 @@ LINE_FILES = frozenset(
 
 FLEET_FILES = frozenset(
     {
+        "test_acct_fleet.py",
         "test_callback_guard_fleet.py",
         "test_cluster.py",
         "test_console_admin.py",

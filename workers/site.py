@@ -406,6 +406,7 @@ class AttemptReporter:
             remote_id=report.remote_id,
             duration_seconds=duration,
             at=now(),
+            tariff=self.o.tariff,
         )
         emit(ev, self.o.home_site)
         cause = "ok" if report.ok else report.cause.value if report.cause else "unknown"

@@ -1,0 +1,1 @@
+"""Alembic migrations of the call records' schema (run by ``db.upgrade``)."""
