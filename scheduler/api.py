@@ -958,7 +958,14 @@ for _path in (
     )
 
 app.include_router(policy_api.router(caller_of, tasks.allowance))
-app.include_router(reports_api.router(caller_of, lambda: stores.source(settings, tasks.store().r)))
+
+
+def call_source() -> stores.CallSource:
+    """Where call records are read: PostgreSQL when configured, else the Redis journal."""
+    return stores.source(settings, tasks.store().r)
+
+
+app.include_router(reports_api.router(caller_of, call_source))
 
 
 @app.get("/healthz", response_model=health.Health, responses={503: {"model": health.Health}})

@@ -29,37 +29,78 @@ TO = Query(None, alias="to", description="ISO date or date-time with zone, exclu
 TENANT = Query(None, description="admin keys: one tenant's calls only")
 
 
+def scope(
+    caller: Any, start: str | None, end: str | None, tenant: str | None
+) -> tuple[datetime | None, datetime | None, str | None]:
+    """The range and tenant a caller may report on (a tenant key: its own only), or the
+    HTTP error saying why not."""
+    if caller.tenant is not None:
+        if tenant not in (None, caller.tenant):
+            raise HTTPException(403, "a tenant key reports on its own calls only")
+        tenant = caller.tenant
+    try:
+        first = reports.parse_when(start, "from") if start else None
+        last = reports.parse_when(end, "to") if end else None
+        reports.check("site", first, last)
+    except ReportError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return first, last, tenant
+
+
+def cost_report(
+    caller: Any,
+    by: str,
+    start: str | None,
+    end: str | None,
+    tenant: str | None,
+    source: Callable[[], CallSource],
+) -> CostReport:
+    """The cost report as ``GET /v1/reports/costs`` gives it (shared with the web
+    console's report page), or the HTTP error saying why not."""
+    if by not in reports.GROUPINGS:
+        raise HTTPException(422, f"by {by!r} is not one of {', '.join(reports.GROUPINGS)}")
+    first, last, tenant = scope(caller, start, end, tenant)
+    try:
+        records = source().calls(first, last, tenant)
+        return reports.aggregate(records, by, start=first, end=last, tenant=tenant)
+    except SQLAlchemyError as exc:
+        raise HTTPException(503, "the call records database is unavailable") from exc
+
+
+def calls_csv_response(
+    caller: Any,
+    start: str | None,
+    end: str | None,
+    tenant: str | None,
+    source: Callable[[], CallSource],
+) -> StreamingResponse:
+    """Every call record of the range as CSV, streamed (a dead database is a 503 before
+    the first byte, not a cut-off file)."""
+    first, last, tenant = scope(caller, start, end, tenant)
+    try:
+        records = source().calls(first, last, tenant)
+        head = next(records, None)
+    except SQLAlchemyError as exc:
+        raise HTTPException(503, "the call records database is unavailable") from exc
+
+    def lines() -> Iterator[str]:
+        yield reports.calls_csv_header()
+        if head is not None:
+            yield from reports.calls_csv_lines([head])
+            yield from reports.calls_csv_lines(records)
+
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8")
+
+
 def router(caller_of: Callable[..., Any], source: Callable[[], CallSource]) -> APIRouter:
     """The routes, with the API's key check and the record store handed in."""
     api = APIRouter(prefix="/v1/reports", tags=["reports"])
     CallerDep = Annotated[Any, Depends(caller_of)]
 
-    def _scope(
-        caller: Any, start: str | None, end: str | None, tenant: str | None
-    ) -> tuple[datetime | None, datetime | None, str | None]:
-        if caller.tenant is not None:
-            if tenant not in (None, caller.tenant):
-                raise HTTPException(403, "a tenant key reports on its own calls only")
-            tenant = caller.tenant
-        try:
-            first = reports.parse_when(start, "from") if start else None
-            last = reports.parse_when(end, "to") if end else None
-            reports.check("site", first, last)
-        except ReportError as exc:
-            raise HTTPException(422, str(exc)) from None
-        return first, last, tenant
-
     def _report(
         caller: Any, by: str, start: str | None, end: str | None, tenant: str | None
     ) -> CostReport:
-        if by not in reports.GROUPINGS:
-            raise HTTPException(422, f"by {by!r} is not one of {', '.join(reports.GROUPINGS)}")
-        first, last, tenant = _scope(caller, start, end, tenant)
-        try:
-            records = source().calls(first, last, tenant)
-            return reports.aggregate(records, by, start=first, end=last, tenant=tenant)
-        except SQLAlchemyError as exc:
-            raise HTTPException(503, "the call records database is unavailable") from exc
+        return cost_report(caller, by, start, end, tenant, source)
 
     @api.get("/costs", response_model=CostReport)
     def costs(
@@ -94,7 +135,7 @@ def router(caller_of: Callable[..., Any], source: Callable[[], CallSource]) -> A
         limit: int = Query(1000, ge=1, le=100_000),
     ) -> list[CallRecord]:
         """The call records themselves, oldest first (at most ``limit``)."""
-        first, last, tenant = _scope(caller, start, end, tenant)
+        first, last, tenant = scope(caller, start, end, tenant)
         try:
             return list(islice(source().calls(first, last, tenant), limit))
         except SQLAlchemyError as exc:
@@ -108,19 +149,6 @@ def router(caller_of: Callable[..., Any], source: Callable[[], CallSource]) -> A
         tenant: str | None = TENANT,
     ) -> StreamingResponse:
         """Every call record of the range as CSV (streamed)."""
-        first, last, tenant = _scope(caller, start, end, tenant)
-        try:
-            records = source().calls(first, last, tenant)
-            head = next(records, None)  # a dead database is a 503, not a cut-off file
-        except SQLAlchemyError as exc:
-            raise HTTPException(503, "the call records database is unavailable") from exc
-
-        def lines() -> Iterator[str]:
-            yield reports.calls_csv_header()
-            if head is not None:
-                yield from reports.calls_csv_lines([head])
-                yield from reports.calls_csv_lines(records)
-
-        return StreamingResponse(lines(), media_type="text/csv; charset=utf-8")
+        return calls_csv_response(caller, start, end, tenant, source)
 
     return api

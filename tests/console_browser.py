@@ -30,7 +30,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from faxfleet.admin_client import AdminClient
 from faxfleet.fleet import Fleet, SiteSpec
+from faxfleet.sample_group import declare
 from tests.conftest import SmtpServer, running_fleet
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,7 +47,8 @@ MIN_SCREENSHOT_BYTES = 5000
 def console_fleet(
     tmp_path_factory: pytest.TempPathFactory, smtp_server: SmtpServer
 ) -> Iterator[Fleet]:
-    """One site with two emulated lines, the API (and its console) included."""
+    """One site with two emulated lines and its cost table, the API (and its console)
+    included."""
     with running_fleet(
         tmp_path_factory.mktemp("console"),
         [SiteSpec("paris", 2)],
@@ -56,6 +59,9 @@ def console_fleet(
             "FAXFLEET_STUCK_AFTER_SECONDS": "10000",
         },
     ) as fleet:
+        # Declared with its cost table, so the calls are priced for the costs report.
+        with AdminClient(fleet.api_url, admin_key=KEYS["admin"]) as admin:
+            declare(admin, {"paris": 2})
         yield fleet
 
 

@@ -59,8 +59,8 @@ def test_admin_searches_the_faxes_and_opens_one(
 ) -> None:
     page = console_page("admin")
     # The admin's navigation has the fleet pages.
-    for section in ("overview", "sites", "costs", "report"):
-        expect(page.locator(f"header nav a[href='/console/admin/{section}']")).to_be_visible()
+    for section in ("admin/overview", "admin/sites", "admin/costs", "report"):
+        expect(page.locator(f"header nav a[href='/console/{section}']")).to_be_visible()
     page.select_option("select[name=tenant]", "acme")
     page.select_option("select[name=state]", "done")
     page.fill("input[name=user]", "carol")
@@ -163,6 +163,15 @@ def test_a_tenant_sends_a_fax_and_watches_it_live(
     page.goto("/console/faxes")
     expect(page.locator(f"#fax-rows tr[data-fax='{fax_id}'] .state")).to_have_text("done")
     shots(page, "tenant-faxes")
+
+    # Its call in the costs report, priced from paris's table, charted.
+    page.click("header nav a[href='/console/report']")
+    expect(page.locator("#report-table tbody tr").first).to_contain_text("paris")
+    calls = int(page.locator("#report-table tbody tr").first.locator("td").nth(1).inner_text())
+    assert calls >= 1
+    expect(page.locator("svg.chart[aria-label='Cost by site (EUR)'] rect.bar")).to_have_count(1)
+    expect(page.locator("#report-table thead")).to_contain_text("cost EUR")
+    shots(page, "tenant-report")
 
 
 def test_a_refused_change_shows_the_api_reason_and_cancel_reaches_the_line(

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 PAGES = [
     "scheduler.console.auth",
     "scheduler.console.faxes",
+    "scheduler.console.report",
     "scheduler.console.fleet",
     "scheduler.console.sites",
     "scheduler.console.costs",

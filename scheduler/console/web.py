@@ -73,7 +73,7 @@ NAV: list[NavItem] = [
     NavItem("Overview", f"{PREFIX}/admin/overview", admin=True),
     NavItem("Sites & groups", f"{PREFIX}/admin/sites", admin=True),
     NavItem("Cost tables", f"{PREFIX}/admin/costs", admin=True),
-    NavItem("Costs report", f"{PREFIX}/admin/report", admin=True),
+    NavItem("Costs report", f"{PREFIX}/report"),
 ]
 """The navigation, in order; admin entries are shown to admins only. A new page appends
 its entry here (or edits one)."""
