@@ -162,10 +162,11 @@ class DemoFleet:
 
 
 @contextmanager
-def demo_fleet(run_dir: Path) -> Iterator[DemoFleet]:
+def demo_fleet(run_dir: Path, overrides: dict[str, str] | None = None) -> Iterator[DemoFleet]:
     """Start the demo's fleet (a private Redis, an SMTP sink, ``paris`` with 3 emulated
     lines and ``newyork`` with 2, declared in group ``global`` with their cost tables,
-    the far ends' scripts loaded) and stop it all on leaving."""
+    the far ends' scripts loaded) and stop it all on leaving. ``overrides`` replace settings
+    of :data:`DEMO_ENV`."""
     shutil.rmtree(run_dir / "redis", ignore_errors=True)  # every demo starts empty
     # A password of its own each run: other users of the machine cannot reach its Redis.
     password = secrets.token_hex(16)
@@ -177,6 +178,7 @@ def demo_fleet(run_dir: Path) -> Iterator[DemoFleet]:
     api_port, flower_port = free_port(), free_port()
     env = {
         **DEMO_ENV,
+        **(overrides or {}),
         "FAXFLEET_REDIS_URL": server.url,
         "FAXFLEET_SMTP_PORT": str(smtp_port),
         "FAXFLEET_API_URLS": f"http://127.0.0.1:{api_port}",
