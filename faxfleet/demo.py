@@ -222,7 +222,7 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
             batch = BATCH[: faxes or len(BATCH)]
             opening, later = batch[: len(OPENING)], batch[len(OPENING) :]
             ids = [_submit(client, item) for item in opening]
-            say(f"Submitted {len(ids)} fax(es) for New York's two lines ...")
+            say("Submitted a manifest for two New York numbers: it takes both New York lines.")
             if not _on_lines(client, ids, "newyork", stop):
                 say("(New York's lines did not both start in time: the story may differ)")
             ids += [_submit(client, item) for item in later]
@@ -236,20 +236,31 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
         sites = [s.name for s in fleet.sites]
         print(summary.final_line(final, demo.mails.count, sites), flush=True)
         if keep and not stop.is_set():
-            api = fleet.api_url
-            print(
-                f"\nThe fleet is running. API {api} (key demo-key); docs {api}/docs; "
-                f"metrics {api}/metrics"
-                f"\nFlower http://127.0.0.1:{fleet.flower_port} (user:password {fleet.flower_auth})"
-                f"\nRedis {redact_url(server.url)} (password in {server.directory}/access.conf)"
-                "\nFor the README's tour, from the repository's directory, in another shell:"
-                f"\n  export API={api}"
-                "\n  export FAXFLEET_API_URLS=$API FAXFLEET_API_KEY=demo-key"
-                "\nCtrl-C stops everything.",
-                flush=True,
+            flower = f"http://127.0.0.1:{fleet.flower_port}  (user:password {fleet.flower_auth})"
+            redis_at = (
+                f"{redact_url(server.url)}\n           (password in {server.directory}/access.conf)"
             )
+            print(running_banner(fleet.api_url, flower, redis_at), flush=True)
             stop.wait()
         return 0 if summary.totals(final).done > 0 else 1
+
+
+def running_banner(api: str, flower: str, redis_at: str) -> str:
+    """What the demo prints once its batch is done and it keeps running: where things
+    are, and the lines to paste for the README's tour (they set ``$API`` and what the
+    CLI reads)."""
+    return (
+        "\nThe fleet is running."
+        f"\n  API      {api}  (key demo-key)"
+        f"\n  docs     {api}/docs"
+        f"\n  metrics  {api}/metrics"
+        f"\n  Flower   {flower}"
+        f"\n  Redis    {redis_at}"
+        "\nFor the README's tour, from the repository's directory, in another shell:"
+        f"\n  export API={api}"
+        "\n  export FAXFLEET_API_URLS=$API FAXFLEET_API_KEY=demo-key"
+        "\nCtrl-C stops everything."
+    )
 
 
 def _submit(client: FaxClient, item: DemoFax) -> str:

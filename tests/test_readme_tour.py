@@ -21,7 +21,7 @@ from PIL import Image
 
 from faxfleet import keys
 from faxfleet.client import FaxClient
-from faxfleet.demo import DemoFleet, demo_fleet
+from faxfleet.demo import DemoFleet, demo_fleet, running_banner
 from faxfleet.messages import FaxStatus, JobState
 from tests.conftest import paged_text
 
@@ -104,6 +104,22 @@ def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=180,
     )
+
+
+def test_the_demo_prints_the_lines_to_paste(demo: DemoFleet) -> None:
+    banner = running_banner(demo.api_url, "flower", "redis")
+    pasted = [line.strip() for line in banner.splitlines() if line.strip().startswith("export ")]
+    assert len(pasted) == 2
+    run = subprocess.run(
+        ["bash", "-c", "\n".join([*pasted, 'echo "$API $FAXFLEET_API_URLS $FAXFLEET_API_KEY"'])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.split() == [demo.api_url, demo.api_url, "demo-key"]
+    # The tour's CLI block starts with the same export the demo prints.
+    shell, _ = tour()
+    assert pasted[1] in shell
 
 
 def test_the_tour_runs_as_written(demo: DemoFleet) -> None:
