@@ -23,12 +23,13 @@ from importlib import resources
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+from rich import box
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 
 from faxfleet import keys, summary
 from faxfleet.admin_client import AdminClient
-from faxfleet.cli import fax_table
 from faxfleet.client import FaxClient
 from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.messages import SETTLED_STATES, FaxStatus, JobState, RouteChoice, now
@@ -315,6 +316,37 @@ def stories(faxes: list[FaxStatus]) -> list[str]:
     return out
 
 
+def live_table(faxes: list[FaxStatus]) -> Table:
+    """The live view on a terminal: one row per recipient, within 80 columns."""
+    table = Table(title="Live progress", box=box.SIMPLE_HEAD, padding=(0, 1), expand=False)
+    for name, justify in (
+        ("fax", "left"),
+        ("p", "right"),
+        ("to", "left"),
+        ("state", "left"),
+        ("line", "left"),
+        ("pages", "right"),
+        ("d/t", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for fax in faxes:
+        for i, r in enumerate(fax.recipients):
+            pages = f"{r.pages_confirmed}/{fax.pages}" if fax.pages else "-"
+            if r.state == JobState.SENDING and r.page:
+                pages = f"p.{r.page}/{fax.pages}"
+            made = summary.calls(fax, r.index)
+            table.add_row(
+                fax.id[:11] if i == 0 else "",
+                str(fax.priority) if i == 0 else "",
+                r.number,
+                r.state.value,
+                r.line or r.site or "",
+                pages,
+                f"{made.dials}/{made.tries}",
+            )
+    return table
+
+
 def _follow(client: FaxClient, ids: list[str], stop: threading.Event) -> list[FaxStatus]:
     """Live progress until every fax is settled: a live table on a terminal, a plain
     progress line every few seconds otherwise (a pipe, a log)."""
@@ -334,7 +366,7 @@ def _follow(client: FaxClient, ids: list[str], stop: threading.Event) -> list[Fa
     with Live(console=console, refresh_per_second=4) as live:
         while not stop.is_set():
             faxes = [client.get(i) for i in ids]
-            live.update(fax_table(faxes, title="Live progress"))
+            live.update(live_table(faxes))
             if all(f.state in SETTLED_STATES for f in faxes):
                 break
             time.sleep(0.3)

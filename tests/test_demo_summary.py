@@ -235,3 +235,15 @@ def test_dispatcher_choice_words() -> None:
     assert route_choice(late, False, None) == RouteChoice.EARLIEST
     swap = Decision("k", Action.DISPATCH, "paris", "cheapest for the fleet: exchanged", choices=2)
     assert route_choice(swap, True, "paris") == RouteChoice.EXCHANGED
+
+
+def test_live_view_fits_80_columns() -> None:
+    from rich.console import Console
+
+    from faxfleet.demo import live_table
+
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(live_table(sample()))
+    text = console.export_text()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "+442079460000" in text and "4/0" in text and "3/1" in text
