@@ -379,6 +379,11 @@ class Lifecycle:
             draft.note(f"handed to {ev.site}", site=ev.site)
             return []
         if r.state != S.ROUTING:
+            if r.site == ev.site and r.routed_at is None and not states.is_final(r.state):
+                # The site started before this event arrived: keep why it was placed there.
+                draft.set_recipient(
+                    ev.recipient, cost_estimate=ev.cost, currency=ev.currency, **placed
+                )
             return []
         draft.move(
             ev.recipient,
