@@ -6,6 +6,12 @@ router, the renderer, the timer loop and Flower; submits a realistic batch of fa
 mixed priorities, documents and destinations (some numbers busy, one dropping the call
 mid-fax, one never answering); shows progress live and ends with a summary. With
 ``keep`` it leaves the fleet running until Ctrl-C.
+
+The batch is staged so its routing stories happen every run, not by luck: a manifest for
+two New York numbers goes first, and the rest only once it holds both New York lines, so
+the urgent +1 fax that follows overflows to Paris and the bulk +1 one waits for New York.
+The summary (:mod:`faxfleet.summary`) shows what the fleet recorded for each recipient.
+:func:`demo_fleet` starts the same fleet for the README tour's test.
 """
 
 from __future__ import annotations
