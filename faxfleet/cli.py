@@ -269,12 +269,18 @@ def status(
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="PNG file (default <id>-p<n>.png)."
 )
+@click.option(
+    "--header/--no-header",
+    default=True,
+    help="With the header line the sending site stamps (default), or the page as rendered.",
+)
 @click.pass_context
-def preview(ctx: click.Context, fax_id: str, page: int, output: str | None) -> None:
-    """Save page N of a rendered fax as a PNG, as the recipient will see it."""
+def preview(ctx: click.Context, fax_id: str, page: int, output: str | None, header: bool) -> None:
+    """Save page N of a rendered fax as a PNG, as the recipient will see it (with the
+    header line: sender, date and time, page n/N)."""
     with _client(ctx) as client:
         try:
-            png = client.preview(fax_id, page)
+            png = client.preview(fax_id, page, header=header)
         except FaxError as exc:
             raise click.ClickException(f"no preview ({exc.status}): {exc.reason}") from None
     target = Path(output or f"{fax_id}-p{page}.png")

@@ -193,9 +193,11 @@ class FaxClient(ApiClient):
         response = self._request("POST", "/v1/faxes", files=files, data={"fax": json.dumps(body)})
         return FaxStatus.model_validate_json(response.content)
 
-    def preview(self, fax_id: str, page: int = 1) -> bytes:
-        """Page ``page`` of a rendered fax as PNG bytes (square pixels)."""
-        return self._request("GET", f"/v1/faxes/{fax_id}/pages/{page}.png").content
+    def preview(self, fax_id: str, page: int = 1, *, header: bool = True) -> bytes:
+        """Page ``page`` of a rendered fax as PNG bytes (square pixels), with the header
+        line the sending site stamps (``header=False``: the page as rendered)."""
+        params = None if header else {"header": "false"}
+        return self._request("GET", f"/v1/faxes/{fax_id}/pages/{page}.png", params=params).content
 
     def get(self, fax_id: str) -> FaxStatus:
         return FaxStatus.model_validate_json(self._request("GET", f"/v1/faxes/{fax_id}").content)

@@ -6,6 +6,12 @@ router, the renderer, the timer loop and Flower; submits a realistic batch of fa
 mixed priorities, documents and destinations (some numbers busy, one dropping the call
 mid-fax, one never answering); shows progress live and ends with a summary. With
 ``keep`` it leaves the fleet running until Ctrl-C.
+
+The batch is staged so its routing stories happen every run, not by luck: a manifest for
+two New York numbers goes first, and the rest only once it holds both New York lines, so
+the urgent +1 fax that follows overflows to Paris and the bulk +1 one waits for New York.
+The summary (:mod:`faxfleet.summary`) shows what the fleet recorded for each recipient.
+:func:`demo_fleet` starts the same fleet for the README tour's test.
 """
 
 from __future__ import annotations
@@ -13,23 +19,26 @@ from __future__ import annotations
 import secrets
 import shutil
 import signal
+import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from faxfleet import keys
+from faxfleet import keys, summary
 from faxfleet.admin_client import AdminClient
-from faxfleet.cli import fax_table
 from faxfleet.client import FaxClient
 from faxfleet.fleet import Fleet, SiteSpec
-from faxfleet.messages import SETTLED_STATES, FaxStatus
+from faxfleet.messages import SETTLED_STATES, FaxStatus, JobState, RouteChoice, now
 from faxfleet.redact import redact_url
 from faxfleet.redis_server import RedisServer, free_port
 from faxfleet.sample_group import declare
@@ -45,6 +54,9 @@ DEMO_ENV = {
     "FAXFLEET_EMULATOR_TIME_SCALE": "20",
     "FAXFLEET_MAX_DIALS": "4",
     "FAXFLEET_STUCK_AFTER_SECONDS": "3000",
+    # Bulk faxes wait up to an hour (72 s here) for the cheap site's line rather than
+    # take a dearer free one (the default patience, 15 min, is 18 s at this scale).
+    "FAXFLEET_ROUTING_PATIENCE_SECONDS": "3600",
     "FAXFLEET_API_KEYS": "demo=demo-key",
     "FAXFLEET_API_KEY": "demo-key",
     "FAXFLEET_WEBHOOK_SECRET": "demo-secret",
@@ -78,28 +90,52 @@ DOCUMENTS: dict[str, bytes | None] = {
     "lab-results.pdf": None,
     "purchase-order.txt": _text("Purchase order PO-88231", 40),
     "delivery-note.txt": _text("Delivery note DN-5512", 12),
+    "manifest.txt": _text("Shipping manifest SM-2207", 150),
 }
 
-BATCH = [
+OPENING = [
+    # Two three-page manifests take both New York lines first ...
+    DemoFax(["+12125550148", "+12125550149"], 5, "manifest.txt", "newyork", "logistics"),
+]
+"""Submitted first; the rest follows once both New York lines are on these calls."""
+
+STORY = [
+    # ... so this urgent +1 fax (its promise: start now) overflows to Paris, dearer ...
+    DemoFax(["+12125550151"], 9, "lab-results.pdf", "newyork", "lab"),
+    # ... while this bulk one, from Paris, waits for a New York line, far cheaper.
+    DemoFax(["+16465550101"], 1, "delivery-note.txt", "paris", "billing"),
+]
+
+REST = [
     DemoFax(["+33142685300"], 1, "invoice.pdf", "paris", "billing"),
+    DemoFax(["+33142685310"], 5, "invoice.pdf", "paris", "billing"),
+    DemoFax(["+442079460000"], 5, "delivery-note.txt", "paris", "logistics"),
+    DemoFax(["+12125550147"], 5, "delivery-note.txt", "newyork", "logistics"),
     DemoFax(["+33142685301"], 1, "invoice.pdf", "paris", "billing"),
     DemoFax(["+33142685302"], 1, "purchase-order.txt", "paris", "purchasing"),
-    DemoFax(["+33142685310"], 5, "invoice.pdf", "paris", "billing"),
-    DemoFax(["+12125550147"], 5, "delivery-note.txt", "newyork", "logistics"),
-    DemoFax(["+12125550148", "+12125550149"], 5, "purchase-order.txt", "newyork", "purchasing"),
-    DemoFax(["+442079460000"], 5, "delivery-note.txt", "paris", "logistics"),
     DemoFax(["+12125550150"], 1, "invoice.pdf", "newyork", "billing"),
     DemoFax(["+4930901820"], 5, "delivery-note.txt", "paris", "logistics"),
-    DemoFax(["+12125550151"], 9, "lab-results.pdf", "newyork", "lab"),
     DemoFax(["+33142685303"], 9, "lab-results.pdf", "paris", "lab"),
     DemoFax(["+12125550152"], 1, "purchase-order.txt", "newyork", "purchasing"),
     DemoFax(["+33142685304"], 5, "invoice.pdf", "paris", "billing"),
     DemoFax(["+12125550153"], 9, "lab-results.pdf", "newyork", "lab"),
-    DemoFax(["+16465550101"], 1, "invoice.pdf", "newyork", "billing"),
     DemoFax(["+16465550102"], 1, "invoice.pdf", "newyork", "billing"),
-    DemoFax(["+12125550154"], 9, "lab-results.pdf", "paris", "lab"),
+    DemoFax(["+12125550154"], 5, "lab-results.pdf", "paris", "lab"),
     DemoFax(["+12125550155"], 9, "lab-results.pdf", "paris", "lab"),
 ]
+
+BATCH = OPENING + STORY + REST
+"""18 faxes, 19 recipients: invoices, orders and lab results; priorities 1, 5 and 9;
+French, US, UK and German numbers."""
+
+FILLERS_ON_LINE_TIMEOUT = 60.0
+PROGRESS_EVERY = 5.0
+"""Seconds between plain progress lines when the output is not a terminal."""
+
+
+def say(text: str) -> None:
+    """A line of the demo's story (styled on a terminal, plain in a pipe)."""
+    console.print(text, highlight=False)
 
 
 def _document(name: str) -> bytes:
@@ -119,43 +155,25 @@ class _MailCounter:
         return "250 OK"
 
 
-def summary_table(faxes: list[FaxStatus]) -> Table:
-    table = Table(title="Summary")
-    columns = (
-        "fax",
-        "prio",
-        "home",
-        "to",
-        "site",
-        "est. cost",
-        "pages",
-        "attempts",
-        "result",
-        "notified by",
-    )
-    for col in columns:
-        table.add_column(col)
-    for fax in faxes:
-        for r in fax.recipients:
-            result = r.state.value + (f" ({r.cause.value})" if r.cause else "")
-            cost = f"{float(r.cost_estimate):.3f} {r.currency}" if r.cost_estimate else "-"
-            table.add_row(
-                fax.id,
-                str(fax.priority),
-                fax.home_site,
-                r.number,
-                r.site or "-",
-                cost,
-                f"{r.pages_confirmed}/{fax.pages or 0}",
-                str(r.attempt),
-                result,
-                fax.notified_by or "-",
-            )
-    return table
+@dataclass
+class DemoFleet:
+    """A running demo fleet: its Redis, its SMTP sink and the fleet itself."""
+
+    fleet: Fleet
+    server: RedisServer
+    mails: _MailCounter
+
+    @property
+    def api_url(self) -> str:
+        return self.fleet.api_url
 
 
-def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | None = None) -> int:
-    run_dir = (run_dir or Path(".fleet")).resolve()
+@contextmanager
+def demo_fleet(run_dir: Path, overrides: dict[str, str] | None = None) -> Iterator[DemoFleet]:
+    """Start the demo's fleet (a private Redis, an SMTP sink, ``paris`` with 3 emulated
+    lines and ``newyork`` with 2, declared in group ``global`` with their cost tables,
+    the far ends' scripts loaded) and stop it all on leaving. ``overrides`` replace settings
+    of :data:`DEMO_ENV`."""
     shutil.rmtree(run_dir / "redis", ignore_errors=True)  # every demo starts empty
     # A password of its own each run: other users of the machine cannot reach its Redis.
     password = secrets.token_hex(16)
@@ -167,6 +185,7 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
     api_port, flower_port = free_port(), free_port()
     env = {
         **DEMO_ENV,
+        **(overrides or {}),
         "FAXFLEET_REDIS_URL": server.url,
         "FAXFLEET_SMTP_PORT": str(smtp_port),
         "FAXFLEET_API_URLS": f"http://127.0.0.1:{api_port}",
@@ -178,74 +197,182 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
         api_port=api_port,
         flower_port=flower_port,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        console.print(f"[bold]Starting a two-site fleet[/] (logs in {run_dir / 'logs'}) ...")
+        say(f"[bold]Starting a two-site fleet[/] (logs in {run_dir / 'logs'}) ...")
         fleet.start()
         fleet.wait_ready(timeout=90)
         with AdminClient(fleet.api_url, admin_key="admin-key") as admin:
             declare(admin, {s.name: s.lines for s in fleet.sites})
-        console.print(
-            "Group [bold]global[/]: paris and newyork with their cost tables "
+        say(
+            "Group [bold]global[/]: paris (3 lines) and newyork (2) with their cost tables "
             "(each cheap for its own country)."
         )
         r = server.client()
         for number, script in SCRIPTS.items():
             r.rpush(keys.sim_script(number), *script)
-        with FaxClient(fleet.api_url, api_key="demo-key") as client:
-            ids = []
-            for item in BATCH[: faxes or len(BATCH)]:
-                fax = client.send(
-                    (item.document, _document(item.document)),
-                    item.to,
-                    priority=item.priority,
-                    home_site=item.home_site,
-                    user=item.user,
-                    sender="ACME Supplies",
-                    notify_email=f"{item.user}@acme.example",
-                )
-                ids.append(fax.id)
-            console.print(f"Submitted {len(ids)} faxes. Sending ...")
-            final = _follow(client, ids, stop)
-        console.print(summary_table(final))
-        done = sum(1 for f in final for rc in f.recipients if rc.state.value == "done")
-        total = sum(len(f.recipients) for f in final)
-        time.sleep(1.0)  # let the last notifications land
-        by_site = {
-            s: sum(1 for f in final for rc in f.recipients if rc.site == s)
-            for s in ("paris", "newyork")
-        }
-        console.print(
-            f"{done}/{total} recipients done; sent by paris {by_site['paris']}, "
-            f"newyork {by_site['newyork']}; {mails.count} notification mails received."
-        )
-        if keep and not stop.is_set():
-            console.print(
-                f"\nThe fleet is running. API {fleet.api_url} (docs: {fleet.api_url}/docs, "
-                f"key demo-key; metrics: {fleet.api_url}/metrics)"
-                f"\nFlower http://127.0.0.1:{flower_port} "
-                f"(user:password {fleet.flower_auth})   "
-                f"Redis {redact_url(server.url)} (password in {server.directory}/access.conf)"
-                f"\nTry: FAXFLEET_API_URLS={fleet.api_url} "
-                f"FAXFLEET_API_KEY=demo-key .venv/bin/faxfleet status\nCtrl-C stops everything."
-            )
-            stop.wait()
-        return 0 if done > 0 else 1
+        yield DemoFleet(fleet, server, mails)
     finally:
-        console.print("Stopping the fleet ...")
+        say("Stopping the fleet ...")
         fleet.stop()
         smtp.stop()
         server.stop()
 
 
+def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | None = None) -> int:
+    run_dir = (run_dir or Path(".fleet")).resolve()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with demo_fleet(run_dir) as demo:
+        fleet, server = demo.fleet, demo.server
+        with FaxClient(fleet.api_url, api_key="demo-key") as client:
+            batch = BATCH[: faxes or len(BATCH)]
+            opening, later = batch[: len(OPENING)], batch[len(OPENING) :]
+            ids = [_submit(client, item) for item in opening]
+            say("Submitted a manifest for two New York numbers: it takes both New York lines.")
+            if not _on_lines(client, ids, "newyork", stop):
+                say("(New York's lines did not both start in time: the story may differ)")
+            ids += [_submit(client, item) for item in later]
+            say(f"Submitted {len(ids)} faxes in all. Sending ...")
+            _follow(client, ids, stop)
+            time.sleep(1.0)  # let the last notifications land
+            final = [client.get(i) for i in ids]
+        print(summary.summary(final), flush=True)
+        for line in stories(final):
+            print(textwrap.fill(line, summary.WIDTH, subsequent_indent="  "), flush=True)
+        sites = [s.name for s in fleet.sites]
+        print(summary.final_line(final, demo.mails.count, sites), flush=True)
+        if keep and not stop.is_set():
+            flower = f"http://127.0.0.1:{fleet.flower_port}  (user:password {fleet.flower_auth})"
+            redis_at = (
+                f"{redact_url(server.url)}\n           (password in {server.directory}/access.conf)"
+            )
+            print(running_banner(fleet.api_url, flower, redis_at), flush=True)
+            stop.wait()
+        return 0 if summary.totals(final).done > 0 else 1
+
+
+def running_banner(api: str, flower: str, redis_at: str) -> str:
+    """What the demo prints once its batch is done and it keeps running: where things
+    are, and the lines to paste for the README's tour (they set ``$API`` and what the
+    CLI reads)."""
+    return (
+        "\nThe fleet is running."
+        f"\n  API      {api}  (key demo-key)"
+        f"\n  docs     {api}/docs"
+        f"\n  metrics  {api}/metrics"
+        f"\n  Flower   {flower}"
+        f"\n  Redis    {redis_at}"
+        "\nFor the README's tour, from the repository's directory, in another shell:"
+        f"\n  export API={api}"
+        "\n  export FAXFLEET_API_URLS=$API FAXFLEET_API_KEY=demo-key"
+        "\nCtrl-C stops everything."
+    )
+
+
+def _submit(client: FaxClient, item: DemoFax) -> str:
+    fax = client.send(
+        (item.document, _document(item.document)),
+        item.to,
+        priority=item.priority,
+        home_site=item.home_site,
+        user=item.user,
+        sender="ACME Supplies",
+        notify_email=f"{item.user}@acme.example",
+    )
+    return fax.id
+
+
+def _on_lines(client: FaxClient, ids: list[str], site: str, stop: threading.Event) -> bool:
+    """Wait until every recipient of ``ids`` is on a call at ``site``."""
+    deadline = time.monotonic() + FILLERS_ON_LINE_TIMEOUT
+    on_call = (JobState.DIALING, JobState.SENDING)
+    while not stop.is_set() and time.monotonic() < deadline:
+        faxes = [client.get(i) for i in ids]
+        recipients = [r for f in faxes for r in f.recipients]
+        if all(r.state in on_call and r.site == site for r in recipients):
+            return True
+        if any(f.state in SETTLED_STATES for f in faxes):
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def stories(faxes: list[FaxStatus]) -> list[str]:
+    """The routing stories of the run, in words, from what the fleet recorded."""
+    out = []
+    for fax in faxes:
+        for r in fax.recipients:
+            wait = summary.wait_of(r)
+            if r.route_choice == RouteChoice.OVERFLOW:
+                out.append(
+                    f"* {r.number} (priority {fax.priority}) overflowed to {r.site}: "
+                    f"the cheaper site's lines were busy (waited {wait})."
+                )
+            elif r.route_choice == RouteChoice.WAITED:
+                out.append(
+                    f"* {r.number} (priority {fax.priority}) waited {wait} for a line "
+                    f"at {r.site}, the cheaper site, rather than take a dearer free one."
+                )
+            elif r.route_choice == RouteChoice.BAND:
+                out.append(
+                    f"* {r.number} (priority {fax.priority}) waited {wait} for a cheaper "
+                    f"tariff band at {r.site}."
+                )
+    return out
+
+
+def live_table(faxes: list[FaxStatus]) -> Table:
+    """The live view on a terminal: one row per recipient, within 80 columns."""
+    table = Table(title="Live progress", box=box.SIMPLE_HEAD, padding=(0, 1), expand=False)
+    for name, justify in (
+        ("fax", "left"),
+        ("p", "right"),
+        ("to", "left"),
+        ("state", "left"),
+        ("line", "left"),
+        ("pages", "right"),
+        ("d/t", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for fax in faxes:
+        for i, r in enumerate(fax.recipients):
+            pages = f"{r.pages_confirmed}/{fax.pages}" if fax.pages else "-"
+            if r.state == JobState.SENDING and r.page:
+                pages = f"p.{r.page}/{fax.pages}"
+            made = summary.calls(fax, r.index)
+            table.add_row(
+                fax.id[:11] if i == 0 else "",
+                str(fax.priority) if i == 0 else "",
+                r.number,
+                r.state.value,
+                r.line or r.site or "",
+                pages,
+                f"{made.dials}/{made.tries}",
+            )
+    return table
+
+
 def _follow(client: FaxClient, ids: list[str], stop: threading.Event) -> list[FaxStatus]:
+    """Live progress until every fax is settled: a live table on a terminal, a plain
+    progress line every few seconds otherwise (a pipe, a log)."""
     faxes: list[FaxStatus] = []
+    if not console.is_terminal:
+        last = 0.0
+        while not stop.is_set():
+            faxes = [client.get(i) for i in ids]
+            settled = all(f.state in SETTLED_STATES for f in faxes)
+            if settled or time.monotonic() - last >= PROGRESS_EVERY:
+                print(summary.progress_line(faxes, now()), flush=True)
+                last = time.monotonic()
+            if settled:
+                break
+            time.sleep(0.3)
+        return faxes
     with Live(console=console, refresh_per_second=4) as live:
         while not stop.is_set():
             faxes = [client.get(i) for i in ids]
-            live.update(fax_table(faxes, title="Live progress"))
+            live.update(live_table(faxes))
             if all(f.state in SETTLED_STATES for f in faxes):
                 break
             time.sleep(0.3)

@@ -138,6 +138,26 @@ class Cause(StrEnum):
 # Submission (API, Python client, CLI)
 
 
+class RouteChoice(StrEnum):
+    """Why the dispatcher handed a recipient to the site it chose (``Routed.choice``,
+    kept in :attr:`RecipientStatus.route_choice`); docs/routing.md explains each."""
+
+    CHEAPEST = "cheapest"
+    """The cheapest site able to start it within its priority's promise."""
+    OVERFLOW = "overflow"
+    """A cheaper site had no free line in time, so a dearer one sent it."""
+    WAITED = "waited"
+    """It waited for a line at the cheaper site rather than take a free, dearer one."""
+    BAND = "band"
+    """It was held for a cheaper tariff band, and that band has come."""
+    ONLY = "only"
+    """The only site of its group (that was up) able to dial the number."""
+    EARLIEST = "earliest"
+    """No site could start it within its promise: the earliest start won."""
+    EXCHANGED = "exchanged"
+    """It took another fax's place, which cost the fleet less in total."""
+
+
 class NotifyTarget(Message):
     email: str | None = None
     callback_url: str | None = None
@@ -305,14 +325,20 @@ class RecipientStatus(Message):
     updated_at: datetime | None = None
     queued_since: datetime | None = None
     """When the current wait for a line began (see :attr:`RouteOrder.queued_since`)."""
+    routed_at: datetime | None = None
+    """When the dispatcher handed the current attempt to :attr:`site`."""
+    route_choice: RouteChoice | None = None
+    """Why that site (the dispatcher's word for it; :attr:`route_reason` in full)."""
+    route_reason: str | None = None
+    """The placement policy's reason for that site, as the dispatcher gave it."""
+    call_started_at: datetime | None = None
+    """When the current attempt's call started (the site began dialling)."""
     pending: PendingChange | None = None
     """A change of number or ``send_after`` waiting for routing to take the fax back."""
     tariff: TariffTerms | None = None
     """The tariff the current attempt was placed under (from its ``Routed`` event)."""
     tariff_attempt: int | None = None
     """The attempt :attr:`tariff` belongs to."""
-    route_reason: str | None = None
-    """Why routing placed the current attempt at its site."""
     confirmed_before: int = 0
     """Pages confirmed when the current attempt was routed (where its call resumes): the
     call's own pages are those confirmed past it."""
@@ -465,6 +491,9 @@ class Routed(Message):
     """Expected cost of the call at the chosen site (decimal, in the table's currency)."""
     currency: str | None = None
     reason: str | None = None
+    """The placement policy's reason, in full."""
+    choice: RouteChoice | None = None
+    """Why that site, in one word (None from a dispatcher that predates it)."""
     tariff: TariffTerms | None = None
     """The tariff in force at the chosen site for this number when it was placed: the
     real call is priced with it (None: older routers, or a site without a cost table)."""

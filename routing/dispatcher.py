@@ -36,6 +36,7 @@ from faxfleet import heartbeat, inflight, keys, metrics
 from faxfleet.messages import Cause as C
 from faxfleet.messages import (
     DispatchSummary,
+    RouteChoice,
     Routed,
     RouteOrder,
     SendOrder,
@@ -115,6 +116,24 @@ def dispatch_reason(
     if decision.site != home_site and home is not None and home.lines_up > 0 and home.free <= 0:
         return "overflow"
     return "cheapest"
+
+
+def route_choice(decision: Decision, held_for_band: bool, waited_at: str | None) -> RouteChoice:
+    """Why a fax went to the site it was handed to, for its home site's record (the
+    fax's status and history; :class:`~faxfleet.messages.RouteChoice` says each)."""
+    if decision.reason.startswith("cheapest for the fleet"):
+        return RouteChoice.EXCHANGED
+    if held_for_band:
+        return RouteChoice.BAND
+    if decision.choices == 1:
+        return RouteChoice.ONLY
+    if waited_at is not None and waited_at == decision.site:
+        return RouteChoice.WAITED
+    if decision.cheaper_busy is not None:
+        return RouteChoice.OVERFLOW
+    if decision.reason.startswith("earliest start"):
+        return RouteChoice.EARLIEST
+    return RouteChoice.CHEAPEST
 
 
 def knobs_from(s: Settings) -> Knobs:
@@ -216,6 +235,8 @@ class Dispatcher:
         self._summarised = 0.0
         self._held_for_band: set[str] = set()
         """Waiting faxes some pass held for a cheaper band (for the metrics' reason)."""
+        self._waited_for_line: dict[str, str] = {}
+        """Waiting faxes some pass kept waiting for a busy site's line, and that site."""
         self.claim = self.r.register_script(_CLAIM)
         self.reaper = Reaper(
             self.r,
@@ -377,6 +398,14 @@ class Dispatcher:
         self._held_for_band = {
             d.key for d in decisions if d.action == Action.WAIT and d.deferred
         } | (self._held_for_band & set(orders).difference(gone))
+        left = set(orders).difference(gone)
+        self._waited_for_line = {
+            key: site for key, site in self._waited_for_line.items() if key in left
+        } | {
+            d.key: d.site
+            for d in decisions
+            if d.action == Action.WAIT and not d.deferred and d.site and d.key in left
+        }
         self._summarise([fax for fax, _ in waiting], sites, gone, sent)
         return sent
 
@@ -461,6 +490,11 @@ class Dispatcher:
             Routed,
             site=site,
             reason=decision.reason,
+            choice=route_choice(
+                decision,
+                decision.key in self._held_for_band,
+                self._waited_for_line.get(decision.key),
+            ),
             cost=None if decision.cost is None else str(decision.cost),
             currency=getattr(state.costs, "currency", None),
             tariff=terms,

@@ -193,6 +193,11 @@ class Decision:
     expected_wait: float = 0.0
     deferred: bool = False
     """WAIT for a cheaper tariff band (by choice), not for a line."""
+    choices: int = 0
+    """How many sites of the group that are up could dial the number (1: no choice)."""
+    cheaper_busy: str | None = None
+    """A site that would have sent it for less but had no free line in time (the fax
+    overflows to a dearer one)."""
 
 
 def urgency(fax: WaitingFax) -> tuple[int, datetime, str]:
@@ -437,8 +442,18 @@ def _place(
         )
         why = "earliest start (no site keeps the promise)"
     known = None if cost == UNKNOWN_COST else cost
+    tolerance = 1 + Decimal(str(knobs.cost_tolerance))
+    busy_cheaper = sorted(
+        o[0].name
+        for o in options
+        if not o[4] and o[0].name != site.name and free[o[0].name] <= 0 and o[2] * tolerance < cost
+    )
+    cheaper_busy = busy_cheaper[0] if busy_cheaper else None
+    if cheaper_busy:
+        why += f"; {cheaper_busy}, cheaper, had no free line in time"
+    extra = {"choices": len(dialable), "cheaper_busy": cheaper_busy}
     if free[site.name] > 0 and wait <= 0:
-        return Decision(fax.key, Action.DISPATCH, site.name, why, known, 0.0)
+        return Decision(fax.key, Action.DISPATCH, site.name, why, known, 0.0, **extra)
     what = "a cheaper band" if band else "a line"
     return Decision(
         fax.key,
@@ -448,6 +463,7 @@ def _place(
         known,
         wait,
         deferred=band,
+        **extra,
     )
 
 

@@ -38,6 +38,7 @@ from starlette.requests import ClientDisconnect
 from faxfleet import destinations, health, heartbeat, keys, metrics
 from faxfleet.apidocs import serve_docs
 from faxfleet.credentials import StoredKey, require_deployable
+from faxfleet.header import draw_header, header_text
 from faxfleet.messages import (
     PRIORITY_DEFAULT,
     PRIORITY_MAX,
@@ -776,14 +777,19 @@ def _any(job_id: str, history: bool = False) -> FaxStatus:
 _NOT_RENDERED = {JobState.SUBMITTED, JobState.RENDERING}
 
 
-def page_png(tiff: bytes) -> bytes:
+def page_png(tiff: bytes, header: str | None = None) -> bytes:
     """A fax page TIFF as a PNG with (nearly) square pixels: rows repeated by the whole
-    ratio of horizontal to vertical dpi, so standard-resolution rows are doubled."""
+    ratio of horizontal to vertical dpi, so standard-resolution rows are doubled.
+
+    ``header``: the header line drawn in the page's top band first, exactly as the
+    sending site stamps it (:func:`faxfleet.header.draw_header`)."""
     with Image.open(io.BytesIO(tiff)) as page:
         page.load()
         dpi = page.info.get("dpi") or (204, 196)
         image = page.convert("1") if page.mode != "1" else page.copy()
     x_dpi, y_dpi = float(dpi[0]), float(dpi[1])
+    if header is not None:
+        draw_header(image, header, (x_dpi, y_dpi))
     repeat = round(x_dpi / y_dpi) if x_dpi > 0 and y_dpi > 0 else 1
     if repeat > 1:
         image = image.resize((image.width, image.height * repeat), Image.Resampling.NEAREST)
@@ -801,15 +807,18 @@ def page_png(tiff: bytes) -> bytes:
         409: {"model": ErrorBody, "description": "The fax is not rendered yet"},
     },
 )
-def preview_page(job_id: str, page: int, tenant: Tenant) -> Response:
-    """Page ``page`` (1-based; the cover page is page 1) of a rendered fax as a PNG,
-    without the header line (the sending site adds it during the call)."""
-    return Response(rendered_page(_own(job_id, tenant), page), media_type="image/png")
+def preview_page(job_id: str, page: int, tenant: Tenant, header: bool = True) -> Response:
+    """Page ``page`` (1-based; the cover page is page 1) of a rendered fax as a PNG, as
+    the recipient gets it: with the header line the sending site stamps during the call
+    (the fax's sender, the date and time, here those of the preview, and page n/N),
+    unless the fax was sent without one. ``header=false``: the page as rendered."""
+    return Response(rendered_page(_own(job_id, tenant), page, header), media_type="image/png")
 
 
-def rendered_page(fax: FaxStatus, page: int) -> bytes:
-    """Page ``page`` of ``fax`` as a PNG, or the HTTP error saying why not (shared with
-    the web console, which checks who may see the fax first)."""
+def rendered_page(fax: FaxStatus, page: int, header: bool = True) -> bytes:
+    """Page ``page`` of ``fax`` as a PNG (with its header line unless ``header`` is
+    False), or the HTTP error saying why not (shared with the web console, which checks
+    who may see the fax first)."""
     job_id = fax.id
     if fax.pages is None:
         if fax.state in _NOT_RENDERED:
@@ -820,7 +829,10 @@ def rendered_page(fax: FaxStatus, page: int) -> bytes:
     tiff = tasks.store().r.hget(keys.pages(job_id), str(page))
     if tiff is None:
         raise HTTPException(404, f"page {page} of fax {job_id} is no longer stored")
-    return page_png(tiff)
+    line = None
+    if header and fax.header:
+        line = header_text(fax.sender, datetime.now().astimezone(), page, fax.pages)
+    return page_png(tiff, line)
 
 
 # -- received faxes ----------------------------------------------------------------------

@@ -182,6 +182,10 @@ class Lifecycle:
                 confirmed_before=r.pages_confirmed,
                 detail=detail,
                 requeue=requeue,
+                routed_at=None,
+                route_choice=None,
+                route_reason=None,
+                call_started_at=None,
             )
         else:
             draft.set_recipient(index, queued_since=queued_since)
@@ -370,27 +374,32 @@ class Lifecycle:
         r = draft.recipient(ev.recipient)
         if r.attempt != ev.attempt:
             return []
+        placed = {"routed_at": ev.at, "route_choice": ev.choice, "route_reason": ev.reason}
         if ev.tariff is not None:
             # Kept whatever the state (the site may have started first): prices the call
             # if its result carries no tariff of its own (the result's wins).
-            draft.set_recipient(
-                ev.recipient, tariff=ev.tariff, tariff_attempt=ev.attempt, route_reason=ev.reason
-            )
+            draft.set_recipient(ev.recipient, tariff=ev.tariff, tariff_attempt=ev.attempt)
         if r.state == S.QUEUED and r.site != ev.site:
             # Handed out again (given back by another site, events applied out of order).
-            draft.set_recipient(ev.recipient, site=ev.site)
+            draft.set_recipient(ev.recipient, site=ev.site, **placed)
             draft.note(f"handed to {ev.site}", site=ev.site)
             return []
         if r.state != S.ROUTING:
+            if r.site == ev.site and r.routed_at is None and not states.is_final(r.state):
+                # The site started before this event arrived: keep why it was placed there.
+                draft.set_recipient(
+                    ev.recipient, cost_estimate=ev.cost, currency=ev.currency, **placed
+                )
             return []
         draft.move(
             ev.recipient,
             S.QUEUED,
             site=ev.site,
             at=ev.at,
-            detail=ev.reason,
+            detail=f"{ev.choice.value}: {ev.reason}" if ev.choice and ev.reason else ev.reason,
             cost_estimate=ev.cost,
             currency=ev.currency,
+            **placed,
         )
         # A site that never starts it gives it back (dispatcher); should that word be
         # lost, the watch re-sends the route order, which is ignored while it is placed.
@@ -523,7 +532,7 @@ class Lifecycle:
                 draft.move(idx, S.QUEUED, site=ev.site, at=ev.at)
             elif r.state != S.QUEUED:
                 return []
-            draft.move(idx, S.DIALING, **common)
+            draft.move(idx, S.DIALING, call_started_at=r.call_started_at or ev.at, **common)
         else:
             draft.move(
                 idx,

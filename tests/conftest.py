@@ -250,6 +250,7 @@ FLEET_FILES = frozenset(
         "test_health.py",
         "test_inbound_fleet.py",
         "test_metrics_fleet.py",
+        "test_readme_tour.py",
         "test_redis_access.py",
         "test_sentinel.py",
         "test_supervision.py",

@@ -118,6 +118,11 @@ def test_cover_page_counts_and_previews(fleet: Fleet, api: httpx.Client, rc: red
     assert cover.convert("L").getextrema() == (0, 255)
     last = png(api.get(f"/v1/faxes/{fax_id}/pages/3.png", headers=GLOBEX))
     assert last.size == (1728, 2292)
+    # The preview carries the header line the site stamped on the page it sent (the
+    # sender, the time, page 3/3); as rendered (header=false) its band is blank.
+    assert last.convert("L").crop((0, 0, 1728, 32)).getextrema()[0] == 0
+    rendered = api.get(f"/v1/faxes/{fax_id}/pages/3.png?header=false", headers=GLOBEX)
+    assert png(rendered).convert("L").crop((0, 0, 1728, 32)).getextrema() == (255, 255)
 
     # the cover has far more ink than the one-line text page
     def ink(image: Image.Image) -> int:
@@ -140,6 +145,9 @@ def test_tenant_template_and_no_cover(api: httpx.Client) -> None:
     assert custom_fax["pages"] == 2
     assert plain_fax["pages"] == 1 and plain_fax["cover"] is None
     assert plain_fax["header"] is False
+    # Sent without a header line: none in its preview either.
+    bare = png(api.get(f"/v1/faxes/{plain}/pages/1.png", headers=ACME)).convert("L")
+    assert bare.crop((0, 0, 1728, 32)).getextrema() == (255, 255)
     page = png(api.get(f"/v1/faxes/{custom}/pages/1.png", headers=ACME))
     assert page.size == (1728, 2292)  # fine resolution: already square
     gray = page.convert("L")

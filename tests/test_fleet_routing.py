@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -91,6 +92,12 @@ def test_each_fax_goes_out_through_the_cheapest_site(api: httpx.Client, rc: redi
     assert float(us["recipients"][0]["cost_estimate"]) < 0.05
     queued = next(t for t in us["history"] if t["to_state"] == "queued")
     assert "cheapest" in queued["detail"]
+    # why that site, in a word and in full, and when it was placed and dialled
+    r = us["recipients"][0]
+    assert r["route_choice"] == "cheapest" and queued["detail"].startswith("cheapest: ")
+    assert r["route_reason"].startswith("cheapest able to start within")
+    times = [datetime.fromisoformat(r[k]) for k in ("queued_since", "routed_at", "call_started_at")]
+    assert times == sorted(times)
 
 
 def test_urgent_faxes_overflow_to_the_dearer_site_bulk_waits_for_the_cheap_one(
@@ -103,6 +110,14 @@ def test_urgent_faxes_overflow_to_the_dearer_site_bulk_waits_for_the_cheap_one(
     assert {sent_by[f] for f in bulk} == {"newyork"}
     # with New York's two lines busy, urgent faxes go now from Paris
     assert "paris" in {sent_by[f] for f in urgent}
+    # ... and the fleet records why: an overflow for those, a wait for the bulk ones
+    choice = {
+        fid: api.get(f"/v1/faxes/{fid}", headers=ACME).json()["recipients"][0]["route_choice"]
+        for fid in bulk + urgent
+    }
+    assert {choice[f] for f in urgent if sent_by[f] == "paris"} == {"overflow"}
+    assert {choice[f] for f in bulk} <= {"cheapest", "waited"}
+    assert "waited" in {choice[f] for f in bulk}
 
 
 def test_adding_lines_to_a_running_site_takes_effect(api: httpx.Client, rc: redis.Redis):

@@ -17,6 +17,7 @@ from faxfleet.messages import (
     RecipientStatus,
     RenderDone,
     Resolution,
+    RouteChoice,
     Routed,
     now,
 )
@@ -271,6 +272,39 @@ def test_routed_then_progress_then_done(lc: Lifecycle) -> None:
     assert of_type(effects, Notify) == [Notify("fx_test", S.DONE)]
     assert fax.last is not None
     assert fax.last.watches == {watch_member("fx_test", 0): None}
+
+
+def test_routing_choice_and_call_start_are_kept(lc: Lifecycle) -> None:
+    """The dispatcher's choice, with when it placed the fax and when the call started;
+    also when the site reports dialling before the "routed" event arrives."""
+    for early in (False, True):
+        fax = Fax(make_fax(1))
+        fax.step(lc.start)
+        fax.step(lambda d: lc.on_render_done(d, RenderDone(job_id="fx_test", pages=1, at=now())))
+        ev = Routed(
+            job_id="fx_test",
+            recipient=0,
+            attempt=1,
+            site="lyon",
+            at=now(),
+            cost="0.0123",
+            currency="EUR",
+            reason="cheapest able to start within 0s; paris, cheaper, had no free line in time",
+            choice=RouteChoice.OVERFLOW,
+        )
+        if early:
+            fax.step(lambda d: lc.on_progress(d, progress(1, "dialing")))
+        fax.step(lambda d, ev=ev: lc.on_routed(d, ev))
+        if not early:
+            fax.step(lambda d: lc.on_progress(d, progress(1, "dialing")))
+        r = fax.r()
+        assert r.state == S.DIALING, early
+        assert r.route_choice == RouteChoice.OVERFLOW and r.routed_at == ev.at
+        assert r.route_reason == ev.reason and r.cost_estimate == "0.0123"
+        assert r.queued_since is not None and r.call_started_at is not None
+        if not early:
+            queued = [t for t in fax.draft_transitions if t.to_state == S.QUEUED]
+            assert queued[-1].detail == f"overflow: {ev.reason}"
 
 
 def test_routed_for_an_older_attempt_is_ignored(lc: Lifecycle) -> None:

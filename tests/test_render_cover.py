@@ -63,6 +63,33 @@ def test_default_template_carries_every_field() -> None:
     assert any(line.startswith("_ ") for line in text.splitlines())
 
 
+def test_cover_to_and_from_are_never_blank() -> None:
+    """``faxfleet send --cover`` with no names: To shows the numbers, From the sender or
+    company, else the tenant; with both, the name and its numbers, the sender and
+    company."""
+    numbers_only = CoverFields(recipient_numbers=["+33142685300", "+12125550100"])
+    text = render_text(numbers_only, pages=2, date=WHEN, tenant="acme")
+    assert "| To | +33142685300, +12125550100\n" in text
+    assert "| From | acme\n" in text
+    company = CoverFields(recipient_numbers=["+33142685300"], sender_company="ACME SA\nParis")
+    assert "| From | ACME SA\n" in render_text(company, pages=1, date=WHEN)
+    full = render_text(FIELDS, pages=4, date=WHEN)
+    assert "| To | Dr. Jane Smith (+33142685300)\n" in full
+    assert "| From | Alice Martin, ACME Industries SA\n" in full
+    # Drawn on the page: the To and From rows have ink only with their values.
+    blank = ink_rows(cover_page(CoverFields(), Resolution.FINE, pages=2, date=WHEN))
+    filled = ink_rows(cover_page(numbers_only, Resolution.FINE, pages=2, date=WHEN, tenant="acme"))
+    assert filled != blank
+    page = cover_page(numbers_only, Resolution.FINE, pages=2, date=WHEN, tenant="acme")
+    empty = cover_page(CoverFields(), Resolution.FINE, pages=2, date=WHEN)
+    # Right of the key column (38 mm after the 20 mm margin), the value column has ink.
+    values = (600, 0, 1600, page.height // 2)
+    assert (
+        page.convert("L").crop(values).histogram()[0]
+        > empty.convert("L").crop(values).histogram()[0]
+    )
+
+
 def test_single_line_fields_cannot_add_layout_lines() -> None:
     sneaky = FIELDS.model_copy(update={"subject": "hello\n# HUGE\n= band"})
     text = render_text(sneaky, pages=2, date=WHEN)

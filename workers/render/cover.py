@@ -23,6 +23,7 @@ Directives (everything after the prefix is drawn as is; unknown lines are paragr
 Templates: ``<tenant>.j2`` then ``<site>.j2`` in the ``cover_template_dir`` setting,
 else the built-in ``templates/cover.j2``. They run in Jinja's sandbox. The context holds
 the :class:`~faxfleet.messages.CoverFields` values with newlines removed, plus
+``to_line`` (the recipient's name and numbers), ``from_line`` (the sender and company),
 ``company_name``/``company_lines`` (``sender_company`` split), ``comment_lines``,
 ``recipients`` (numbers joined), ``pages`` (total, cover included), ``date``,
 ``tenant``, ``site`` and ``extra`` (the request's ``cover_fields``).
@@ -122,7 +123,17 @@ def template_context(
 ) -> dict[str, Any]:
     company = [_one_line(x) for x in (fields.sender_company or "").splitlines() if x.strip()]
     comment = (fields.comment or "").replace("\r\n", "\n").replace("\r", "\n")
+    numbers = ", ".join(_one_line(n) for n in fields.recipient_numbers)
+    name, sender = _one_line(fields.recipient_name), _one_line(fields.sender_name)
+    senders = [x for x in (sender, company[0] if company else "") if x]
     return {
+        # Who it is for and who sends it, never blank: the name with its numbers, or the
+        # numbers alone; the sender and company, or whichever there is, else the reply
+        # fax number, else the tenant.
+        "to_line": f"{name} ({numbers})" if name and numbers else name or numbers,
+        "from_line": ", ".join(dict.fromkeys(senders))
+        or _one_line(fields.sender_fax)
+        or (tenant or ""),
         "recipient_name": _one_line(fields.recipient_name),
         "recipient_numbers": [_one_line(n) for n in fields.recipient_numbers],
         "recipients": ", ".join(_one_line(n) for n in fields.recipient_numbers),
