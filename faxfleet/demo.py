@@ -34,13 +34,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from faxfleet import keys, summary
+from faxfleet import keys, reports, summary
 from faxfleet.admin_client import AdminClient
 from faxfleet.client import FaxClient
 from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.messages import SETTLED_STATES, FaxStatus, JobState, RouteChoice, now
 from faxfleet.redact import redact_url
 from faxfleet.redis_server import RedisServer, free_port
+from faxfleet.reports import CostReport
 from faxfleet.sample_group import declare
 
 console = Console()
@@ -242,6 +243,8 @@ def run_demo(*, keep: bool = True, faxes: int | None = None, run_dir: Path | Non
             print(textwrap.fill(line, summary.WIDTH, subsequent_indent="  "), flush=True)
         sites = [s.name for s in fleet.sites]
         print(summary.final_line(final, demo.mails.count, sites), flush=True)
+        with FaxClient(fleet.api_url, api_key="demo-key") as client:
+            print(costs_text(client.cost_report("site")), flush=True)
         if keep and not stop.is_set():
             flower = f"http://127.0.0.1:{fleet.flower_port}  (user:password {fleet.flower_auth})"
             redis_at = (
@@ -259,6 +262,7 @@ def running_banner(api: str, flower: str, redis_at: str) -> str:
     return (
         "\nThe fleet is running."
         f"\n  API      {api}  (key demo-key)"
+        f"\n  console  {api}/console  (sign in with demo-key, or admin-key for the fleet)"
         f"\n  docs     {api}/docs"
         f"\n  metrics  {api}/metrics"
         f"\n  Flower   {flower}"
@@ -268,6 +272,24 @@ def running_banner(api: str, flower: str, redis_at: str) -> str:
         "\n  export FAXFLEET_API_URLS=$API FAXFLEET_API_KEY=demo-key"
         "\nCtrl-C stops everything."
     )
+
+
+def costs_text(report: CostReport) -> str:
+    """The calls' real costs by site, as recorded per call (what ``faxfleet report costs
+    --by site`` prints), in plain aligned columns."""
+    head, *rows = reports.table(report)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    rule = "-" * len(line(head))
+    out = ["Calls and their real cost, recorded per call (faxfleet report costs --by site):"]
+    out += [line(head), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])]
+    return "\n".join(out)
 
 
 def _submit(client: FaxClient, item: DemoFax) -> str:

@@ -247,3 +247,36 @@ def test_live_view_fits_80_columns() -> None:
     text = console.export_text()
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
     assert "+442079460000" in text and "4/0" in text and "3/1" in text
+
+
+def test_the_demo_prints_the_recorded_costs_by_site_in_80_columns() -> None:
+    from faxfleet.demo import costs_text
+    from faxfleet.reports import aggregate
+    from tests.test_reports import rec
+
+    report = aggregate(
+        [
+            rec(1, site="paris", cost="0.125000"),
+            rec(2, site="newyork", cost="0.004000"),
+            rec(3, site="paris", cost="0", connected=False, ok=False, pages=0),
+        ],
+        "site",
+    )
+    text = costs_text(report)
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    assert "\x1b" not in text
+    assert lines[1].split() == [
+        "site",
+        "calls",
+        "connected",
+        "completed",
+        "minutes",
+        "pages",
+        "cost",
+        "EUR",
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[3:] if not line.startswith("-")}
+    assert rows["paris"][1:3] == ["2", "1"] and rows["paris"][-1] == "0.13"
+    assert rows["newyork"][-1] == "0.00"
+    assert rows["total"][1] == "3" and rows["total"][-1] == "0.13"
