@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from faxfleet import keys
 from faxfleet.apidocs import serve_docs
 from faxfleet.credentials import require_deployable
-from faxfleet.messages import SiteStatus
+from faxfleet.messages import SiteStatus, TariffTerms
 from faxfleet.numbers import InvalidNumber, to_e164
 from faxfleet.redis_conn import connect
 from faxfleet.settings import get_settings
@@ -533,19 +533,12 @@ def rollback_costs(name: str, version: int) -> CostVersions:
 # -- price comparison ---------------------------------------------------------------
 
 
-class QuoteTariff(BaseModel):
-    """The cost table row in force: its prefix, band and prices."""
+class QuoteTariff(TariffTerms):
+    """The cost table row in force: its prices (as calls carry them) and its band."""
 
-    prefix: str
     days: str
     band: str
     """``HH:MM-HH:MM`` in the site's local time (``00:00-24:00``: all day)."""
-    price_per_minute: str
-    connection_fee: str
-    first_increment: int
-    next_increment: int
-    currency: str
-    description: str
 
 
 class QuoteRow(BaseModel):
@@ -574,17 +567,7 @@ class Quote(BaseModel):
 
 
 def _tariff_view(t: Any) -> QuoteTariff:
-    return QuoteTariff(
-        prefix=t.prefix,
-        days=t.days_text,
-        band=t.band,
-        price_per_minute=format(t.price_per_minute, "f"),
-        connection_fee=format(t.connection_fee, "f"),
-        first_increment=t.first_increment,
-        next_increment=t.next_increment,
-        currency=t.currency,
-        description=t.description,
-    )
+    return QuoteTariff(**t.terms().model_dump(), days=t.days_text, band=t.band)
 
 
 @app.get(

@@ -9,9 +9,10 @@ call journal (docs/accounting.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -33,21 +34,55 @@ DEFAULT_DAYS = 30
 """The range shown when none is asked for: the last 30 days, today included."""
 
 
-def _range(since: str, until: str) -> tuple[str, str]:
-    """The form's dates, or the default range; ``until`` is shown inclusive, as people
-    read a date range, and sent exclusive (the next day) as the report wants."""
+@dataclass(frozen=True)
+class ReportQuery:
+    """What the report page and its downloads are asked for, defaults filled in: the
+    range is shown with ``until`` inclusive, as people read a date range, and asked of
+    the report exclusive (the next day); a tenant's own calls only, whatever it asks."""
+
+    caller: Any
+    by: str
+    since: str
+    until: str
+    tenant: str
+    tenant_filter: str | None
+
+    @property
+    def end(self) -> str:
+        try:
+            return (date.fromisoformat(self.until) + timedelta(days=1)).isoformat()
+        except ValueError:
+            return self.until  # the report names the field and what is wrong
+
+    def report(self, by: str | None = None) -> CostReport:
+        return reports_api.cost_report(
+            self.caller, by or self.by, self.since, self.end, self.tenant_filter, api.call_source
+        )
+
+    def urlencoded(self) -> str:
+        query = {"by": self.by, "from": self.since, "to": self.until}
+        return urlencode({**query, **({"tenant": self.tenant} if self.tenant_filter else {})})
+
+
+def report_query(
+    session: SignedIn,
+    by: str = "site",
+    since: Annotated[str, Query(alias="from")] = "",
+    until: Annotated[str, Query(alias="to")] = "",
+    tenant: str = "",
+) -> ReportQuery:
     today = datetime.now(UTC).date()
-    return (
-        since or (today - timedelta(days=DEFAULT_DAYS - 1)).isoformat(),
-        until or today.isoformat(),
+    return ReportQuery(
+        caller=caller(session),
+        by=by,
+        since=since or (today - timedelta(days=DEFAULT_DAYS - 1)).isoformat(),
+        until=until or today.isoformat(),
+        tenant=tenant,
+        tenant_filter=(tenant or None) if session.admin else None,
     )
 
 
-def _exclusive(until: str) -> str:
-    try:
-        return (date.fromisoformat(until) + timedelta(days=1)).isoformat()
-    except ValueError:
-        return until  # the report names the field and what is wrong
+Asked = Annotated[ReportQuery, Depends(report_query)]
 
 
 def _chart_points(report: CostReport, currency: str) -> list[tuple[str, Decimal, str]]:
@@ -80,46 +115,17 @@ def _charts(by_group: CostReport, by_day: CostReport | None) -> list[tuple[str, 
 
 
 @router.get("/report")
-async def report_page(
-    request: Request,
-    session: SignedIn,
-    by: str = "site",
-    since: Annotated[str, Query(alias="from")] = "",
-    until: Annotated[str, Query(alias="to")] = "",
-    tenant: str = "",
-) -> Response:
-    since, until = _range(since, until)
-    who = caller(session)
-    tenant_filter = (tenant or None) if session.admin else None
-    query = {"by": by, "from": since, "to": until, **({"tenant": tenant} if tenant_filter else {})}
+async def report_page(request: Request, q: Asked) -> Response:
     context = {
-        "by": by,
-        "since": since,
-        "until": until,
-        "tenant": tenant,
+        "by": q.by,
+        "since": q.since,
+        "until": q.until,
+        "tenant": q.tenant,
         "groupings": reports.GROUPINGS,
     }
     try:
-        grouped = await run_in_threadpool(
-            reports_api.cost_report,
-            who,
-            by,
-            since,
-            _exclusive(until),
-            tenant_filter,
-            api.call_source,
-        )
-        daily = None
-        if by != "day":
-            daily = await run_in_threadpool(
-                reports_api.cost_report,
-                who,
-                "day",
-                since,
-                _exclusive(until),
-                tenant_filter,
-                api.call_source,
-            )
+        grouped = await run_in_threadpool(q.report)
+        daily = await run_in_threadpool(q.report, "day") if q.by != "day" else None
     except HTTPException as exc:
         return web.render(
             request,
@@ -136,32 +142,16 @@ async def report_page(
         report=grouped,
         table=reports.table(grouped),
         charts=_charts(grouped, daily),
-        csv_query=urlencode(query),
+        csv_query=q.urlencoded(),
         **context,
     )
 
 
 @router.get("/report/costs.csv")
-async def report_csv(
-    session: SignedIn,
-    by: str = "site",
-    since: Annotated[str, Query(alias="from")] = "",
-    until: Annotated[str, Query(alias="to")] = "",
-    tenant: str = "",
-) -> Response:
+async def report_csv(q: Asked) -> Response:
     """The report as CSV (exact costs, one line per group and currency)."""
-    since, until = _range(since, until)
-    tenant_filter = (tenant or None) if session.admin else None
-    report = await run_in_threadpool(
-        reports_api.cost_report,
-        caller(session),
-        by,
-        since,
-        _exclusive(until),
-        tenant_filter,
-        api.call_source,
-    )
-    name = f"faxfleet-costs-by-{by}-{since}-{until}.csv"
+    report = await run_in_threadpool(q.report)
+    name = f"faxfleet-costs-by-{q.by}-{q.since}-{q.until}.csv"
     return Response(
         reports.costs_csv(report),
         media_type="text/csv; charset=utf-8",
@@ -170,19 +160,11 @@ async def report_csv(
 
 
 @router.get("/report/calls.csv")
-def calls_csv(
-    session: SignedIn,
-    since: Annotated[str, Query(alias="from")] = "",
-    until: Annotated[str, Query(alias="to")] = "",
-    tenant: str = "",
-) -> Response:
+def calls_csv(q: Asked) -> Response:
     """Every call record of the range as CSV."""
-    since, until = _range(since, until)
-    tenant_filter = (tenant or None) if session.admin else None
     response = reports_api.calls_csv_response(
-        caller(session), since, _exclusive(until), tenant_filter, api.call_source
+        q.caller, q.since, q.end, q.tenant_filter, api.call_source
     )
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="faxfleet-calls-{since}-{until}.csv"'
-    )
+    name = f"faxfleet-calls-{q.since}-{q.until}.csv"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
