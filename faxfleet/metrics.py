@@ -139,6 +139,13 @@ DISPATCH_COST = Counter(
     "currency.",
     ["site", "currency"],
 )
+CALL_COST = Counter(
+    "faxfleet_call_cost",
+    "What the calls cost, as recorded per call (docs/accounting.md): the tariff the call "
+    "was placed under applied to its real length, by sending site, in the table's currency "
+    "(event worker, when it stores the call's result).",
+    ["site", "currency"],
+)
 ACCT_BACKLOG = Gauge(
     "faxfleet_acct_backlog",
     "Call records in the Redis journal not yet copied to PostgreSQL (as the timer loop's "
@@ -314,6 +321,13 @@ class FleetCollector:
             for priority, count in by_priority.items():
                 inflight.add_metric([site, str(priority)], count)
         return [up, lines, inflight, render]
+
+
+def count_call(record: Any) -> None:
+    """A call record just journalled: its real cost (a :class:`~faxfleet.accounting.
+    CallRecord`; calls that could not be priced add nothing)."""
+    if record.cost is not None and record.currency is not None:
+        CALL_COST.labels(record.site, record.currency).inc(float(record.cost))
 
 
 def _gauge(name: str, labels: list[str]) -> GaugeMetricFamily:

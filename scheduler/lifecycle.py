@@ -603,7 +603,7 @@ class Lifecycle:
             recorded_at=now(),
         )
         if record is not None:
-            draft.calls.append(record.model_dump_json())
+            draft.calls.append(record)
 
     # -- timers -----------------------------------------------------------------------
 

@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from faxfleet import keys
+from faxfleet import keys, metrics
+from faxfleet.accounting import CallRecord
 from faxfleet.messages import (
     FaxStatus,
     JobState,
@@ -114,8 +115,8 @@ class Draft:
         """Notifications to watch (``scheduler/outbox.py``), written with the change itself:
         a process dying between storing a settled fax and queueing its notifications
         leaves them in the outbox."""
-        self.calls: list[str] = []
-        """Call records (JSON of :class:`~faxfleet.accounting.CallRecord`) to add to the
+        self.calls: list[CallRecord] = []
+        """Call records to add to the
         call journal with the change itself: a result is never stored without its record,
         and a result applied again (stale by then) adds none."""
         self.reopened: set[JobState] = set()
@@ -479,7 +480,7 @@ class JobStore:
                     if draft.outbox:
                         pipe.zadd(outbox.OUTBOX, draft.outbox, nx=True)
                     for record in draft.calls:
-                        pipe.xadd(keys.ACCT_CALLS, {"r": record})
+                        pipe.xadd(keys.ACCT_CALLS, {"r": record.model_dump_json()})
                     if draft.status.state != before:
                         self._count_state(pipe, job_id, before, draft.status.state)
                     if draft.status.state in states.TRANSITIONS and states.is_final(
@@ -489,6 +490,8 @@ class JobStore:
                     elif draft.reopened:
                         self._reopen(pipe, job_id, draft.reopened)
                     pipe.execute()
+                    for record in draft.calls:
+                        metrics.count_call(record)
                     return draft.status, result
                 except redis.WatchError:
                     continue

@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 import redis
 
-from faxfleet import keys
+from faxfleet import keys, metrics
 from faxfleet.accounting import CallRecord
 from faxfleet.messages import (
     AttemptProgress,
@@ -94,10 +95,13 @@ def test_a_result_applied_twice_writes_one_record(r: redis.Redis) -> None:
     store = JobStore(r, retention_seconds=3600)
     placed(store, "fx_a")
     ev = result("fx_a")
+    cost = metrics.CALL_COST.labels("paris", "EUR")
+    before = cost._value.get()
     store.update("fx_a", lambda d: LC.on_result(d, ev))
     store.update("fx_a", lambda d: LC.on_result(d, ev))  # redelivered
     got = records(r)
     assert len(got) == 1
+    assert cost._value.get() - before == pytest.approx(0.242)  # counted once, as recorded
     rec = got[0]
     assert rec.call_id == "fx_a:0:1"
     assert (rec.site, rec.line, rec.number) == ("paris", "l1", "+33142685300")
