@@ -10,12 +10,14 @@ loaded again (post, redirect, get) with a notice saying what was done.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
+from faxfleet.admin_client import AdminClient
 from scheduler.console import adminapi, web
 from scheduler.console.web import Session, require_admin, require_csrf
 
@@ -82,6 +84,25 @@ def _refused(
     return _page(request, session, errors={where: message}, form=form, status_code=status)
 
 
+def _act(
+    request: Request,
+    session: Session,
+    where: str,
+    action: Callable[[AdminClient], object],
+    done: tuple[str, str],
+    **form: str,
+) -> Response:
+    """Run ``action`` on the routing admin API as the signed-in admin: back to the page
+    saying ``done`` (what, name), or the page with the API's refusal next to ``where``
+    and the typed ``form`` kept."""
+    try:
+        with adminapi.client(session) as admin:
+            action(admin)
+    except adminapi.AdminError as exc:
+        return _refused(request, session, where, exc, **form)
+    return _done(*done)
+
+
 @router.get("/sites")
 def sites_page(request: Request, session: Admin) -> Response:
     return _page(request, session)
@@ -140,12 +161,14 @@ def create_site(
         "dialing": dialing,
         "group": group or None,
     }
-    try:
-        with adminapi.client(session) as admin:
-            admin.create_site(config)
-    except adminapi.AdminError as exc:
-        return _refused(request, session, "create-site", exc, **typed)
-    return _done("site-created", config["name"])
+    return _act(
+        request,
+        session,
+        "create-site",
+        lambda admin: admin.create_site(config),
+        ("site-created", config["name"]),
+        **typed,
+    )
 
 
 @router.post("/sites/{name}/lines", dependencies=CSRF)
@@ -161,12 +184,13 @@ def change_lines(
             errors={f"site-{name}": f"lines: {lines.strip()!r} is not a whole number"},
             status_code=422,
         )
-    try:
-        with adminapi.client(session) as admin:
-            admin.update_site(name, {"lines": count})
-    except adminapi.AdminError as exc:
-        return _refused(request, session, f"site-{name}", exc)
-    return _done("lines", name)
+    return _act(
+        request,
+        session,
+        f"site-{name}",
+        lambda admin: admin.update_site(name, {"lines": count}),
+        ("lines", name),
+    )
 
 
 @router.post("/sites/{name}/group", dependencies=CSRF)
@@ -178,25 +202,25 @@ def change_group(
     current: Annotated[str, Form()] = "",
 ) -> Response:
     """Into ``group`` (leaving any other), or standalone when ``group`` is empty."""
-    try:
-        with adminapi.client(session) as admin:
-            if group:
-                admin.add_to_group(group, name)
-            elif current:
-                admin.remove_from_group(current, name)
-    except adminapi.AdminError as exc:
-        return _refused(request, session, f"site-{name}", exc)
-    return _done("grouped", name)
+
+    def move(admin: AdminClient) -> None:
+        if group:
+            admin.add_to_group(group, name)
+        elif current:
+            admin.remove_from_group(current, name)
+
+    return _act(request, session, f"site-{name}", move, ("grouped", name))
 
 
 @router.post("/sites/{name}/remove", dependencies=CSRF)
 def remove_site(request: Request, session: Admin, name: str) -> Response:
-    try:
-        with adminapi.client(session) as admin:
-            admin.remove_site(name)
-    except adminapi.AdminError as exc:
-        return _refused(request, session, f"site-{name}", exc)
-    return _done("site-removed", name)
+    return _act(
+        request,
+        session,
+        f"site-{name}",
+        lambda admin: admin.remove_site(name),
+        ("site-removed", name),
+    )
 
 
 @router.post("/groups", dependencies=CSRF)
@@ -206,21 +230,23 @@ def create_group(
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
 ) -> Response:
-    try:
-        with adminapi.client(session) as admin:
-            admin.create_group(name.strip(), description.strip())
-    except adminapi.AdminError as exc:
-        return _refused(
-            request, session, "create-group", exc, group_name=name, description=description
-        )
-    return _done("group-created", name.strip())
+    return _act(
+        request,
+        session,
+        "create-group",
+        lambda admin: admin.create_group(name.strip(), description.strip()),
+        ("group-created", name.strip()),
+        group_name=name,
+        description=description,
+    )
 
 
 @router.post("/groups/{name}/delete", dependencies=CSRF)
 def delete_group(request: Request, session: Admin, name: str) -> Response:
-    try:
-        with adminapi.client(session) as admin:
-            admin.delete_group(name)
-    except adminapi.AdminError as exc:
-        return _refused(request, session, f"group-{name}", exc)
-    return _done("group-deleted", name)
+    return _act(
+        request,
+        session,
+        f"group-{name}",
+        lambda admin: admin.delete_group(name),
+        ("group-deleted", name),
+    )
