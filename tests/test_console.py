@@ -293,8 +293,8 @@ def test_admin_pages_are_for_admins(server: Api) -> None:
     with httpx.Client(base_url=server.url) as admin:
         assert sign_in(admin, ADMIN_KEY).status_code == 303
         page = admin.get("/console/faxes")
-        for path in ("overview", "sites", "costs", "report"):
-            assert f'href="/console/admin/{path}"' in page.text
+        for path in ("admin/overview", "admin/sites", "admin/costs", "report"):
+            assert f'href="/console/{path}"' in page.text
         assert admin.get("/console/admin/nothing-here").status_code == 404
 
 
