@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from faxfleet.messages import LineStatus, SiteStatus
 from faxfleet.redis_server import RedisServer, free_port
 from routing.sites import CONFIG_VERSION
 from tests.test_cost_store import BAD, HEADER, PARIS, TZ, flat
+from tests.uvicorn_apps import start, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"X-API-Key": "admin-key"}
@@ -60,36 +60,6 @@ class Servers:
     env: dict[str, str]
 
 
-def _start(name: str, app: str, port: int, env: dict[str, str], logs: Path) -> subprocess.Popen:
-    out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    out.close()
-    return proc
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited:\n{log.read_text()}")
-        try:
-            # The public API's readiness is /readyz (its /healthz is the fleet's, and
-            # there is no fleet here); the routing admin's is /healthz.
-            for path in ("/readyz", "/healthz"):
-                if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
-                    return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not start:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def servers(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
@@ -114,10 +84,10 @@ def servers(
             {**base, "FAXFLEET_ROUTING_ADMIN_URL": f"http://127.0.0.1:{dead_port}"},
         ),
     ]
-    procs = {name: _start(name, app, port, env, logs) for name, app, port, env in plan}
+    procs = {name: start(name, app, port, env, logs) for name, app, port, env in plan}
     try:
         for name, _, port, _ in plan:
-            _wait_healthy(f"http://127.0.0.1:{port}", procs[name], logs / f"{name}.log")
+            wait_ready(f"http://127.0.0.1:{port}", procs[name], logs / f"{name}.log")
         yield Servers(
             admin_url=f"http://127.0.0.1:{admin_port}",
             public_url=f"http://127.0.0.1:{public_port}",
@@ -130,13 +100,7 @@ def servers(
             },
         )
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(list(procs.values()))
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -31,12 +30,12 @@ from faxfleet.messages import (
     Routed,
     now,
 )
-from faxfleet.redis_server import RedisServer, free_port
+from faxfleet.redis_server import RedisServer
 from faxfleet.settings import Settings
 from scheduler.lifecycle import Lifecycle
 from scheduler.store import JobStore, notified_key
 from tests.conftest import paged_text
-from tests.test_admin_api import _start, _wait_healthy
+from tests.uvicorn_apps import running_api
 
 ACME = {"X-API-Key": "acme-key"}
 GLOBEX = {"X-API-Key": "globex-key"}
@@ -54,18 +53,8 @@ def api_url(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
         "FAXFLEET_ADMIN_KEYS": "admin-key",
         "PYTHONUNBUFFERED": "1",
     }
-    port = free_port()
-    proc = _start("api", "scheduler.api:app", port, env, logs)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, logs / "api.log")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with running_api(env, logs) as app:
+        yield app.url
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -27,8 +26,8 @@ from hypothesis import strategies as st
 
 from faxfleet import keys
 from faxfleet.client import FaxClient, FaxError
-from faxfleet.redis_server import RedisServer, free_port
-from tests.test_admin_api import _start, _wait_healthy
+from faxfleet.redis_server import RedisServer
+from tests.uvicorn_apps import running_api
 
 TENANT = {"X-API-Key": "acme-key"}
 NUMBER = "+33142685300"
@@ -53,7 +52,6 @@ class Api:
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     logs = tmp_path_factory.mktemp("api-input-logs")
-    port = free_port()
     env = {
         **os.environ,
         "FAXFLEET_REDIS_URL": redis_server.url,
@@ -65,16 +63,8 @@ def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
         "FAXFLEET_KILL_AFTER_SECONDS": str(int(KILL_AFTER.total_seconds())),
         "PYTHONUNBUFFERED": "1",
     }
-    proc = _start("api", "scheduler.api:app", port, env, logs)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc, logs / "api.log")
-        yield Api(f"http://127.0.0.1:{port}", proc.pid, logs / "api.log")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with running_api(env, logs) as app:
+        yield Api(app.url, app.pid, app.log)
 
 
 @pytest.fixture

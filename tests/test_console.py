@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ import httpx
 import pytest
 import redis
 
-from faxfleet.redis_server import RedisServer, free_port
-from tests.test_admin_api import _start, _wait_healthy
+from faxfleet.redis_server import RedisServer
+from tests.uvicorn_apps import running_api
 
 ADMIN_KEY = "admin-key"
 ACME_KEY = "acme-key"
@@ -32,7 +31,6 @@ class Api:
 
 
 def _api(redis_server: RedisServer, logs: Path, **extra: str) -> Iterator[Api]:
-    port = free_port()
     env = {
         **os.environ,
         "FAXFLEET_DEMO": "1",
@@ -43,16 +41,8 @@ def _api(redis_server: RedisServer, logs: Path, **extra: str) -> Iterator[Api]:
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
-    proc = _start("api", "scheduler.api:app", port, env, logs)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc, logs / "api.log")
-        yield Api(f"http://127.0.0.1:{port}", logs / "api.log")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with running_api(env, logs) as app:
+        yield Api(app.url, app.log)
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,16 @@ import redis
 
 from faxfleet import keys
 from faxfleet.fleet import SiteSpec
-from faxfleet.redis_server import free_port
 from tests.conftest import paged_text, running_fleet
 from tests.console_browser import CHROMIUM, artifacts_dir, check_screenshot
 from tests.test_admin_api import (  # noqa: F401 - the servers fixture
     ADMIN,
     PARIS_SITE,
     Servers,
-    _start,
-    _wait_healthy,
     servers,
 )
 from tests.test_cost_store import BAD, HEADER, PARIS, flat
+from tests.uvicorn_apps import running_api
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_PAGES = [
@@ -397,12 +395,9 @@ def test_overview_lists_stuck_faxes(
 ) -> None:
     """A fax no renderer takes stays ``submitted``: past the render watch it is listed
     as stuck, linked to its page."""
-    port = free_port()
     env = {**servers.env, "FAXFLEET_RENDER_STUCK_AFTER_SECONDS": "1"}
-    proc = _start("stuck-api", "scheduler.api:app", port, env, tmp_path)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc, tmp_path / "stuck-api.log")
+    with running_api(env, tmp_path, "stuck-api") as app:
+        url = app.url
         r.sadd(keys.HOME_SITES, "paris")
         sent = httpx.post(
             f"{url}/v1/faxes",
@@ -421,6 +416,3 @@ def test_overview_lists_stuck_faxes(
         stuck = live.split('id="stuck-faxes"')[1].split("</table>")[0]
         assert f'<a href="/console/faxes/{fax_id}">{fax_id}</a>' in stuck
         assert "acme" in stuck and "+33142685300" in stuck
-    finally:
-        proc.terminate()
-        proc.wait(10)

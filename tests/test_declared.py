@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from routing.cost_store import CostStore
 from routing.costs import parse_csv, to_csv
 from routing.declared import DeclarationError, apply_folder, load, plan
 from routing.sites import Registry
+from tests.uvicorn_apps import ROUTING_ADMIN, start
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "fleet-config"
@@ -135,7 +135,7 @@ def test_a_folder_with_errors_writes_nothing(r: redis.Redis, folder: Path) -> No
     assert Registry(r).sites() == {} and Registry(r).groups() == {}
 
 
-def _admin(redis_url: str, folder: Path, port: int, log: Path) -> subprocess.Popen:
+def _admin(redis_url: str, folder: Path, port: int, logs: Path) -> subprocess.Popen:
     env = {
         **os.environ,
         "FAXFLEET_REDIS_URL": redis_url,
@@ -143,21 +143,14 @@ def _admin(redis_url: str, folder: Path, port: int, log: Path) -> subprocess.Pop
         "FAXFLEET_DEMO": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "routing.admin:app", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start(f"admin-{port}", ROUTING_ADMIN, port, env, logs)
 
 
 def test_routing_admin_nodes_apply_the_folder_at_start_or_refuse_to_start(
     redis_server: RedisServer, r: redis.Redis, folder: Path, tmp_path: Path
 ) -> None:
     ports = [free_port(), free_port()]
-    procs = [_admin(redis_server.url, folder, p, tmp_path / f"a{p}.log") for p in ports]
+    procs = [_admin(redis_server.url, folder, p, tmp_path) for p in ports]
     try:
         deadline = time.monotonic() + 30
         for port in ports:
@@ -183,7 +176,8 @@ def test_routing_admin_nodes_apply_the_folder_at_start_or_refuse_to_start(
             proc.wait(10)
 
     (folder / "fleet.toml").write_text("[sites.x]\nlines = 2\n")
-    log = tmp_path / "bad.log"
-    proc = _admin(redis_server.url, folder, free_port(), log)
+    port = free_port()
+    proc = _admin(redis_server.url, folder, port, tmp_path)
     assert proc.wait(30) != 0
+    log = tmp_path / f"admin-{port}.log"
     assert "fleet.toml: sites.x.country: Field required" in log.read_text()

@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from faxfleet import keys
-from faxfleet.redis_server import RedisServer, free_port
+from faxfleet.redis_server import RedisServer
 from scheduler.allowance import day_key, utc_day
 from tests.conftest import paged_text
-from tests.test_admin_api import ROOT, _start, _wait_healthy
+from tests.uvicorn_apps import PUBLIC_API, ROOT, running, running_api
 
 ACME = {"X-API-Key": "acme-key"}
 GLOBEX = {"X-API-Key": "globex-key"}
@@ -45,20 +45,8 @@ def apis(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
         "FAXFLEET_DAILY_PAGE_QUOTA": str(FLEET_QUOTA),
         "PYTHONUNBUFFERED": "1",
     }
-    ports = [free_port(), free_port()]
-    procs = [_start(f"api{i}", "scheduler.api:app", p, env, logs) for i, p in enumerate(ports)]
-    try:
-        for i, port in enumerate(ports):
-            _wait_healthy(f"http://127.0.0.1:{port}", procs[i], logs / f"api{i}.log")
-        yield Apis([f"http://127.0.0.1:{p}" for p in ports], env)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running([(f"api{i}", PUBLIC_API, env) for i in range(2)], logs) as apps:
+        yield Apis([app.url for app in apps], env)
 
 
 @pytest.fixture
@@ -167,12 +155,9 @@ def test_tenant_policy_through_the_admin_api(api: httpx.Client) -> None:
 def test_fleet_regions_from_the_settings(apis: Apis, r: redis.Redis, tmp_path) -> None:
     """A node started with an allowed-region list refuses the rest; a tenant may be granted
     a region."""
-    port = free_port()
     env = {**apis.env, "FAXFLEET_DESTINATION_ALLOWED_REGIONS": "FR,BE"}
-    proc = _start("regions", "scheduler.api:app", port, env, tmp_path)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc, tmp_path / "regions.log")
+    with running_api(env, tmp_path, "regions") as app:
+        url = app.url
         r.sadd(keys.HOME_SITES, "paris")
         with httpx.Client(base_url=url, timeout=30) as client:
             assert post(client, ["+33142685300"]).status_code == 201
@@ -186,9 +171,6 @@ def test_fleet_regions_from_the_settings(apis: Apis, r: redis.Redis, tmp_path) -
             client.put("/v1/tenants/acme/policy", json=granted, headers=ADMIN)
             assert post(client, ["+442079460000"]).status_code == 201
             assert post(client, ["+442079460000"], headers=GLOBEX).status_code == 422
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 # -- quotas ------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -24,8 +23,8 @@ from faxfleet.settings import Settings
 from scheduler.accounting import db
 from scheduler.accounting.copier import Copier
 from tests.pg_cluster import PgCluster
-from tests.test_admin_api import _start, _wait_healthy
 from tests.test_reports import rec
+from tests.uvicorn_apps import PUBLIC_API, running
 
 ACME = {"X-API-Key": "acme-key"}
 ADMIN = {"X-API-Key": "admin-key"}
@@ -35,14 +34,6 @@ RECORDS = [
     rec(3, tenant="globex", site="newyork", cost="0.010000", currency="USD"),
     rec(4, ok=False, connected=False, pages=0, seconds="7", cost="0"),
 ]
-
-
-def _api(name: str, env: dict[str, str], logs: object) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    proc = _start(name, "scheduler.api:app", port, env, logs)  # type: ignore[arg-type]
-    url = f"http://127.0.0.1:{port}"
-    _wait_healthy(url, proc, logs / f"{name}.log")  # type: ignore[operator]
-    return url, proc
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +49,12 @@ def apis(
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("FAXFLEET_DATABASE_URL", None)
-    journal_url, a = _api("api-journal", env, logs)
-    db_url, b = _api("api-db", {**env, "FAXFLEET_DATABASE_URL": postgres.url}, logs)
-    try:
-        yield {"journal": journal_url, "db": db_url}
-    finally:
-        for proc in (a, b):
-            proc.terminate()
-            proc.wait(10)
+    plan = [
+        ("api-journal", PUBLIC_API, env),
+        ("api-db", PUBLIC_API, {**env, "FAXFLEET_DATABASE_URL": postgres.url}),
+    ]
+    with running(plan, logs) as (journal_api, db_api):
+        yield {"journal": journal_api.url, "db": db_api.url}
 
 
 def journal(r: redis.Redis, *records: object) -> None:
