@@ -139,6 +139,9 @@ def test_a_tenant_sends_a_fax_and_watches_it_live(
     seen = page.evaluate("window.__seen")
     assert seen[-1] == "done" and "sending" in seen, seen
     expect(page.locator("table.recipients tbody tr").first).to_contain_text("2 / 2")
+    # Its expected cost, by paris's table, rounded to the cent.
+    cost = page.locator("table.recipients tbody tr").first.locator("td").last
+    expect(cost).to_have_text(re.compile(r"^\d+\.\d\d EUR$"))
     assert page.locator("#fax-state").get_attribute("hx-get") is None  # polling stopped
     shots(page, "tenant-fax-done")
 

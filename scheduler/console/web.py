@@ -37,6 +37,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,7 +47,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import escape
 
-from faxfleet import keys
+from faxfleet import billing, keys
 from faxfleet.credentials import StoredKey
 from faxfleet.settings import get_settings
 from scheduler import tasks
@@ -58,6 +59,8 @@ CSRF_HEADER = "X-CSRF-Token"
 
 settings = get_settings()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.filters["money"] = lambda amount, currency: billing.display(Decimal(amount), currency)
+"""``{{ amount | money(currency) }}``: rounded to the currency's minor unit, for people."""
 
 
 @dataclass(frozen=True)
