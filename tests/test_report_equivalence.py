@@ -1,10 +1,11 @@
-"""The three ways of making a cost report agree, to the last decimal: PostgreSQL's
-``GROUP BY`` (``scheduler/accounting/sql_report.py``), the journal's light parse
-(``JournalCalls.cost_report``) and the pure ``faxfleet.reports.aggregate`` over the full
-records. One seeded set of records (sites, tenants, destinations, three currencies,
-unpriced calls, calls on no line, days across DST changes and month ends, calls exactly
-on the range edges) is journalled in a private Redis, copied by the copier into a
-private PostgreSQL, and reported every way, for every grouping, range and tenant."""
+"""The ways of making a cost report agree, to the last decimal: PostgreSQL's ``GROUP BY``
+(``scheduler/accounting/sql_report.py``), the journal's (``JournalCalls.cost_report``),
+the old way (every record read back from PostgreSQL, then grouped) and the pure
+``faxfleet.reports.aggregate`` over the generated records. One seeded set of records
+(sites, tenants, destinations, three currencies, unpriced calls, calls on no line, days
+across DST changes and month ends, calls exactly on the range edges) is journalled in a
+private Redis, copied by the copier into a private PostgreSQL, and reported every way,
+for every grouping, range and tenant."""
 
 from __future__ import annotations
 
