@@ -4,8 +4,9 @@
 ``/calls`` (JSON) and ``/calls.csv``, each with ``from`` (inclusive), ``to`` (exclusive)
 and ``tenant``. An admin key sees every tenant (``tenant`` filters); a tenant key only
 its own (asking for another is a 403). Records come from PostgreSQL when configured,
-else from the Redis call journal (``scheduler/accounting/stores.py``); the grouping is
-the pure ``faxfleet.reports.aggregate``.
+else from the Redis call journal (``scheduler/accounting/stores.py``); PostgreSQL groups
+them itself (``GROUP BY``), the journal's are grouped by the pure
+``faxfleet.reports.aggregate``: the same report either way.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations.
@@ -61,8 +62,7 @@ def cost_report(
         raise HTTPException(422, f"by {by!r} is not one of {', '.join(reports.GROUPINGS)}")
     first, last, tenant = scope(caller, start, end, tenant)
     try:
-        records = source().calls(first, last, tenant)
-        return reports.aggregate(records, by, start=first, end=last, tenant=tenant)
+        return source().cost_report(by, first, last, tenant)
     except SQLAlchemyError as exc:
         raise HTTPException(503, "the call records database is unavailable") from exc
 

@@ -1,9 +1,13 @@
 """Where reports read call records from: PostgreSQL when configured, else the journal.
 
-Both answer one question (``calls(start, end, tenant)``: the records of calls started in
-[start, end), of one tenant or all), so the report itself (``faxfleet/reports.py``) does
-not care where they live. With a database, records not yet copied (PostgreSQL was down)
-are not in reports until the copier catches up: ``/v1/fleet`` shows the backlog.
+Both answer two questions: ``calls(start, end, tenant)`` (the records of calls started in
+[start, end), of one tenant or all) and ``cost_report(by, start, end, tenant)``. The
+journal groups in Python (``faxfleet.reports.aggregate``); PostgreSQL groups in SQL
+(``scheduler/accounting/sql_report.py``) and returns a row per group and currency
+instead of every record. Both give the same report, to the
+last decimal (``tests/test_report_equivalence.py``). With a database, records not yet
+copied (PostgreSQL was down) are not in reports until the copier catches up:
+``/v1/fleet`` shows the backlog.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import redis
 from pydantic import ValidationError
 from sqlalchemy import Engine, select
 
-from faxfleet import keys
+from faxfleet import keys, reports
 from faxfleet.accounting import CallRecord
+from faxfleet.reports import CostReport
 from faxfleet.settings import Settings
-from scheduler.accounting import db
+from scheduler.accounting import db, sql_report
 
 SLACK = timedelta(days=1)
 """A record enters the journal when its call ends: a call started at ``t`` is journalled
@@ -31,6 +36,10 @@ class CallSource(Protocol):
     def calls(
         self, start: datetime | None, end: datetime | None, tenant: str | None
     ) -> Iterator[CallRecord]: ...
+
+    def cost_report(
+        self, by: str, start: datetime | None, end: datetime | None, tenant: str | None
+    ) -> CostReport: ...
 
 
 class JournalCalls:
@@ -43,22 +52,34 @@ class JournalCalls:
     def calls(
         self, start: datetime | None, end: datetime | None, tenant: str | None
     ) -> Iterator[CallRecord]:
+        for rec in self._read(start, end):
+            if start is not None and rec.started_at < start:
+                continue
+            if end is not None and rec.started_at >= end:
+                continue
+            if tenant is not None and rec.tenant != tenant:
+                continue
+            yield rec
+
+    def cost_report(
+        self, by: str, start: datetime | None, end: datetime | None, tenant: str | None
+    ) -> CostReport:
+        """Grouped in Python: Redis has no GROUP BY, every record of the range is read."""
+        return reports.aggregate(
+            self.calls(start, end, tenant), by, start=start, end=end, tenant=tenant
+        )
+
+    def _read(self, start: datetime | None, end: datetime | None) -> Iterator[CallRecord]:
+        """The journal's records that may have started in [start, end)."""
         low = "-" if start is None else f"{int((start.timestamp()) * 1000)}-0"
         high = "+" if end is None else f"{int((end + SLACK).timestamp() * 1000)}-0"
         while True:
             entries = self.r.xrange(keys.ACCT_CALLS, low, high, count=self.page)
             for _, fields in entries:
                 try:
-                    rec = CallRecord.model_validate_json(fields[b"r"])
+                    yield CallRecord.model_validate_json(fields[b"r"])
                 except (KeyError, ValidationError):
                     continue  # unreadable: the copier logged it; a report skips it
-                if start is not None and rec.started_at < start:
-                    continue
-                if end is not None and rec.started_at >= end:
-                    continue
-                if tenant is not None and rec.tenant != tenant:
-                    continue
-                yield rec
             if len(entries) < self.page:
                 return
             last = entries[-1][0].decode()
@@ -89,6 +110,12 @@ class DatabaseCalls:
             result = connection.execution_options(yield_per=1000).execute(query)
             for row in result:
                 yield db.record(row)
+
+    def cost_report(
+        self, by: str, start: datetime | None, end: datetime | None, tenant: str | None
+    ) -> CostReport:
+        """Grouped by PostgreSQL: one row per group and currency comes back."""
+        return sql_report.cost_report(self.engine, by, start, end, tenant)
 
 
 @lru_cache(maxsize=4)
