@@ -37,7 +37,13 @@ from faxfleet.compose import COMPOSE_REPLICAS, COMPOSE_SITES, health_check, rend
 from faxfleet.fleet import Fleet, SiteSpec
 from faxfleet.log import get_logger, setup_logging
 from faxfleet.redact import redact_url
-from faxfleet.redis_conn import RedisAccess, connect, connect_url, parse_sentinel_url
+from faxfleet.redis_conn import (
+    RedisAccess,
+    connect,
+    connect_url,
+    parse_sentinel_url,
+    wait_for_replicas,
+)
 from faxfleet.redis_sentinel import SentinelGroup
 from faxfleet.redis_server import RedisServer, TlsFiles, free_port, make_tls_files
 from faxfleet.settings import Settings
@@ -182,6 +188,9 @@ def test_sentinel_group_with_passwords_and_tls_rides_out_a_failover(
         assert settings.redis_sentinel_password == sentinel_pw
         client = connect(settings)
         client.set("before", b"1")
+        # Replication is asynchronous: as the fleet's store does, wait until every replica
+        # holds the write, or the one promoted below may not have it.
+        wait_for_replicas(client, len(group.nodes) - 1, 10_000)
         assert publish_and_count(settings) == 1
         # Without the sentinels' password nobody can say where the master is.
         no_sentinel_pw = dataclasses.replace(group.access, sentinel_password=None)
