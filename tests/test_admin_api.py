@@ -187,6 +187,8 @@ def test_groups_sites_and_live_state(api: httpx.Client, r: redis.Redis) -> None:
     # Replace, then remove: a removed site that still publishes shows as unmanaged.
     replaced = api.put("/v1/sites/newyork", json={**NEWYORK_SITE, "lines": 8}, headers=ADMIN)
     assert replaced.status_code == 200 and int(r.get(keys.site_lines("newyork"))) == 8
+    # (its status lives 5 s, as a site worker's does: published again, it still publishes)
+    publish_status(r, "paris", ["idle"])
     assert api.delete("/v1/sites/paris", headers=ADMIN).status_code == 204
     assert not r.exists(keys.site_lines("paris"))
     assert api.get("/v1/sites/paris", headers=ADMIN).json()["managed"] is False
