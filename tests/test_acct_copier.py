@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,6 +19,7 @@ from faxfleet.settings import Settings
 from scheduler.accounting import copier, db
 from scheduler.accounting.copier import Copier
 from tests.pg_cluster import PgCluster
+from tests.test_reports import rec
 
 TARIFF = TariffTerms(
     price_per_minute="0.12",
@@ -31,42 +31,15 @@ TARIFF = TariffTerms(
 
 
 def record(n: int, *, site: str = "paris", tenant: str = "acme") -> CallRecord:
-    start = datetime(2030, 1, 8, 10, 0, tzinfo=UTC) + timedelta(minutes=n)
-    return CallRecord(
-        call_id=f"fx_{n}:0:1",
-        job_id=f"fx_{n}",
-        recipient=0,
-        attempt=1,
-        site=site,
-        line="l1",
-        number="+12125550100",
-        destination="+1 US",
-        started_at=start,
-        ended_at=start + timedelta(seconds=70),
-        duration_seconds=Decimal("70.000"),
-        pages_sent=2,
-        pages_confirmed=2,
-        pages_total=2,
-        ok=True,
-        connected=True,
-        cause=None,
-        outcome="ok",
-        cost=Decimal("0.240000"),
-        currency="EUR",
-        billed_seconds=120,
-        tariff=TARIFF,
-        tenant=tenant,
-        user="bob",
-        priority=5,
-        route_reason="cheapest",
-        home_site="paris",
-        recorded_at=start,
+    """A priced call with every column filled (so the copy round-trips all of them)."""
+    return rec(n, site=site, tenant=tenant, seconds="70", cost="0.240000").model_copy(
+        update={"billed_seconds": 120, "tariff": TARIFF, "user": "bob", "route_reason": "cheapest"}
     )
 
 
 def journal(r: redis.Redis, *records: CallRecord) -> None:
-    for rec in records:
-        r.xadd(keys.ACCT_CALLS, {"r": rec.model_dump_json()})
+    for call in records:
+        r.xadd(keys.ACCT_CALLS, {"r": call.model_dump_json()})
 
 
 @pytest.fixture

@@ -34,16 +34,22 @@ ConsolePage = Callable[[str], Page]
 Shots = Callable[[Page, str], Path]
 
 
-def _submit(fleet: Fleet, number: str, user: str) -> str:
+def _post(fleet: Fleet, number: str, **fields: str) -> str:
+    """Send the invoice to ``number`` as tenant acme through the API; the fax id."""
     with httpx.Client(base_url=fleet.api_url, timeout=30) as api:
         sent = api.post(
             "/v1/faxes",
             headers=ACME,
-            data={"to": number, "user": user, "priority": "3"},
+            data={"to": number, **fields},
             files=[("documents", ("invoice.pdf", INVOICE.read_bytes(), "application/pdf"))],
         )
         assert sent.status_code == 201, sent.text
-        fax_id = str(sent.json()["id"])
+        return str(sent.json()["id"])
+
+
+def _submit(fleet: Fleet, number: str, user: str) -> str:
+    fax_id = _post(fleet, number, user=user, priority="3")
+    with httpx.Client(base_url=fleet.api_url, timeout=30) as api:
         wait_fax(api, fax_id, lambda f: f["state"] == "done")
     return fax_id
 
@@ -183,15 +189,7 @@ def test_a_refused_change_shows_the_api_reason_and_cancel_reaches_the_line(
     number = "+33142685313"
     rc = redis.Redis.from_url(console_fleet.env["FAXFLEET_REDIS_URL"])
     rc.rpush(keys.sim_script(number), "stall:8")
-    with httpx.Client(base_url=console_fleet.api_url, timeout=30) as api:
-        sent = api.post(
-            "/v1/faxes",
-            headers=ACME,
-            data={"to": number},
-            files=[("documents", ("invoice.pdf", INVOICE.read_bytes(), "application/pdf"))],
-        )
-        assert sent.status_code == 201, sent.text
-        fax_id = sent.json()["id"]
+    fax_id = _post(console_fleet, number)
     page = console_page("acme")
     # The list follows the fax live too.
     page.evaluate("window.__stay = true")
@@ -235,15 +233,7 @@ def test_a_failed_fax_is_requeued_from_its_page(
     number = "+33142685314"
     rc = redis.Redis.from_url(console_fleet.env["FAXFLEET_REDIS_URL"])
     rc.rpush(keys.sim_script(number), *(["no_answer"] * 4))  # FAXFLEET_MAX_DIALS
-    with httpx.Client(base_url=console_fleet.api_url, timeout=30) as api:
-        sent = api.post(
-            "/v1/faxes",
-            headers=ACME,
-            data={"to": number},
-            files=[("documents", ("invoice.pdf", INVOICE.read_bytes(), "application/pdf"))],
-        )
-        assert sent.status_code == 201, sent.text
-        fax_id = sent.json()["id"]
+    fax_id = _post(console_fleet, number)
     page = console_page("acme")
     page.goto(f"/console/faxes/{fax_id}")
     expect(page.locator("#fax-state-value")).to_have_text("failed", timeout=60_000)
